@@ -1,0 +1,138 @@
+"""Transformer building blocks shared by every model in the course.
+
+Parameter names follow timm (``qkv``, ``proj``, ``norm1``, ``mlp.fc1``, ``ls1.gamma`` ...), so a
+timm state dict loads into our modules unchanged; that is how ``vislearn.from_timm`` proves
+equality. Attention can return its weights: with ``return_attention=True`` it takes the explicit
+softmax path, otherwise the fused kernel (``F.scaled_dot_product_attention``) for speed. Unlike
+hooks on timm's attention, this works whatever ``TIMM_FUSED_ATTN`` says. Built in notebook 01.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """Cut an image into non-overlapping patches and project each one to ``embed_dim``.
+
+    A convolution with kernel = stride = patch size is exactly "flatten each patch, multiply by a
+    matrix": notebook 01 checks this equality.
+    """
+
+    def __init__(self, *, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
+        self.img_size, self.patch_size = img_size, patch_size
+        self.grid_size = img_size // patch_size          # patches per side
+        self.num_patches = self.grid_size ** 2
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)                     # (B, D, H/p, W/p)
+        return x.flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class Mlp(nn.Module):
+    """Two linear layers with a GELU between them, applied to every token independently."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (Vaswani et al., 2017) that can return its attention weights."""
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, attn_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        """
+        Args:
+            x: tokens (B, N, D).
+            return_attention: also return the attention weights (B, heads, N, N).
+        """
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, h, d)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                      # 3 x (B, h, N, d)
+        drop = self.attn_drop if self.training else 0.0
+        if return_attention:
+            attn = (q * self.scale) @ k.transpose(-2, -1)                   # (B, h, N, N)
+            attn = attn.softmax(dim=-1)
+            out = F.dropout(attn, drop, self.training) @ v                  # (B, h, N, d)
+        else:
+            attn = None
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)   # (B, h, N, d)
+        out = self.proj(out.transpose(1, 2).reshape(B, N, D))              # (B, N, D)
+        return (out, attn) if return_attention else out
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnable scaling of a residual branch (Touvron et al., CaiT, 2021)."""
+
+    def __init__(self, dim: int, init_values: float):
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a whole residual branch per sample while training."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+def maybe(module: nn.Module, enabled: bool) -> nn.Module:
+    """``module`` if enabled, else an Identity (keeps timm's module names and state-dict keys)."""
+    return module if enabled else nn.Identity()
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 init_values: float | None = None, drop_path: float = 0.0, norm_eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
+        self.ls1 = maybe(LayerScale(dim, init_values or 0.0), init_values is not None)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = maybe(LayerScale(dim, init_values or 0.0), init_values is not None)
+        self.drop_path = maybe(DropPath(drop_path), drop_path > 0)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        if return_attention:
+            y, attn = self.attn(self.norm1(x), return_attention=True)
+        else:
+            y, attn = self.attn(self.norm1(x)), None
+        x = x + self.drop_path(self.ls1(y))
+        x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        return (x, attn) if return_attention else x
