@@ -136,3 +136,50 @@ class Block(nn.Module):
         x = x + self.drop_path(self.ls1(y))
         x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
         return (x, attn) if return_attention else x
+
+
+class ClassAttention(nn.Module):
+    """Class attention (Touvron et al., CaiT, 2021): only the class token asks, every token answers.
+
+    The query comes from token 0 alone, keys and values from all tokens, so the cost is linear in
+    the number of tokens and the patch tokens are left untouched. CaiT and XCiT both end with it.
+    Parameter names follow timm's ``ClassAttn`` (``q``, ``k``, ``v``, ``proj``). Built in notebook 03.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, attn_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.attn_drop = attn_drop
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        """
+        Args:
+            x: tokens (B, 1 + N, D), the class token first.
+            return_attention: also return the class token's attention weights (B, heads, 1, 1 + N).
+
+        Returns:
+            the class token's update (B, 1, D) [, attention weights].
+        """
+        B, N, D = x.shape
+        h, d = self.num_heads, self.head_dim
+        q = self.q(x[:, :1]).reshape(B, 1, h, d).transpose(1, 2)  # (B, h, 1, d)
+        k = self.k(x).reshape(B, N, h, d).transpose(1, 2)         # (B, h, N, d)
+        v = self.v(x).reshape(B, N, h, d).transpose(1, 2)         # (B, h, N, d)
+        drop = self.attn_drop if self.training else 0.0
+        if return_attention:
+            attn = (q * self.scale) @ k.transpose(-2, -1)          # (B, h, 1, N)
+            attn = attn.softmax(dim=-1)
+            out = F.dropout(attn, drop, self.training) @ v         # (B, h, 1, d)
+        else:
+            attn = None
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, h, 1, d)
+        out = self.proj(out.transpose(1, 2).reshape(B, 1, D))      # (B, 1, D)
+        return (out, attn) if return_attention else out

@@ -12,15 +12,24 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .cait import CaiT, CaiTConfig, cait_from_timm
+from .deit import DeiTConfig, DistilledVisionTransformer, deit_from_timm
 from .vit import VisionTransformer, ViTConfig, vit_from_timm
+from .xcit import XCiT, XCiTConfig, xcit_from_timm
 
 # timm class name -> function(timm_model) -> our model
 CONVERTERS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "VisionTransformer": vit_from_timm,
+    "VisionTransformerDistilled": deit_from_timm,
+    "Cait": cait_from_timm,
+    "Xcit": xcit_from_timm,
 }
 # architecture name (stored in checkpoints) -> (model class, config class)
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     "vit": (VisionTransformer, ViTConfig),
+    "deit": (DistilledVisionTransformer, DeiTConfig),
+    "cait": (CaiT, CaiTConfig),
+    "xcit": (XCiT, XCiTConfig),
 }
 
 
@@ -29,6 +38,8 @@ class ConversionMismatch(RuntimeError):
 
 
 def _input_size(model: nn.Module) -> tuple[int, int, int]:
+    if not hasattr(model.patch_embed, "img_size"):  # XCiT's conv stem works at any size: ask its config
+        return (model.cfg.in_chans, model.cfg.img_size, model.cfg.img_size)
     pe = model.patch_embed
     img = pe.img_size if isinstance(pe.img_size, (tuple, list)) else (pe.img_size, pe.img_size)
     return (pe.proj.in_channels, *img)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 OUTPUT_DIR_ENV = "VISLEARN_OUTPUT_DIR"
+STATIC_ENV = "VISLEARN_STATIC"  # set under batch execution: widgets fall back to static figures
 
 
 def output_dir() -> Path | None:

@@ -1,0 +1,45 @@
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from vislearn import viz  # noqa: E402
+
+
+def test_explorer_static_fallback(monkeypatch, capsys):
+    calls = []
+
+    def draw(image, head):
+        calls.append((image, head))
+        fig, ax = plt.subplots()
+        return fig
+
+    monkeypatch.setenv(viz.STATIC_ENV, "1")
+    assert not viz.is_interactive()
+    figs = viz.explorer(draw, {"image": [3, 4], "head": range(2)})
+    assert calls == [(3, 0)] and len(figs) == 1 and "static view" in capsys.readouterr().out
+    figs = viz.explorer(draw, {"image": [3, 4], "head": range(2)}, static=[{"image": 4, "head": 1}])
+    assert calls[-1] == (4, 1)
+
+
+def test_explorer_widget_when_interactive():
+    import ipywidgets
+
+    w = viz.explorer(lambda image, head: plt.figure(), {"image": ["a", "b"], "head": range(3)}, interactive=True)
+    assert isinstance(w, ipywidgets.interactive)
+    kinds = {c.description: type(c).__name__ for c in w.children[:-1]}
+    assert kinds == {"image": "Dropdown", "head": "IntSlider"}
+
+
+def test_figures_have_the_right_panels():
+    maps = torch.rand(2, 3, 7, 7)
+    fig = viz.attention_heads_figure(torch.rand(2, 1, 28, 28), maps, ["block 1", "block 6"])
+    assert len(fig.axes) == 2 * 4
+    fig = viz.position_similarity_figure(torch.rand(4, 4, 4, 4))
+    assert len(fig.axes) == 16
+    fig = viz.attention_distance_figure(torch.rand(6, 4))
+    assert len(fig.axes[0].collections) == 4
+    fig = viz.image_grid([torch.rand(1, 8, 8)] * 5, ncols=3)
+    assert len(fig.axes) == 6
+    plt.close("all")

@@ -1,0 +1,449 @@
+"""The batch runner behind ``vislearn run``: execute the notebook series and report every result.
+
+An instructor runs the whole course with one command. Each notebook is executed by papermill
+with the resolved preset and device injected into its ``parameters`` cell; the numbers it records
+with ``vislearn.results.record`` and the figures it saves with ``save_figure`` land in its own
+folder, because the runner points ``$VISLEARN_OUTPUT_DIR`` there. One run folder looks like::
+
+    runs/20250101-120000-classroom/
+        results.json            # run info + every notebook's status, seconds, results, figures
+        report.md, report.html  # the same data, readable
+        01_vit_from_scratch/
+            01_vit_from_scratch.ipynb   # the executed notebook, outputs included
+            results.json                # what the notebook recorded
+            figures/*.png               # what the notebook saved
+
+A notebook that fails is recorded with its error and the run goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from vislearn.config import PRESET_ENV, ParameterError, resolve_device, resolve_preset
+from vislearn.results import OUTPUT_DIR_ENV, STATIC_ENV, format_value, write_json_atomic
+
+NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
+KERNEL_NAME = "python3"
+
+
+def default_notebooks_dir() -> Path:
+    """The course's ``notebooks/`` folder, next to the ``vislearn`` package in the repository."""
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+# --------------------------------------------------------------------------- finding notebooks
+
+
+def available_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
+    """The numbered notebooks ``NN_topic.ipynb`` of the series, in course order."""
+    folder = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
+    return sorted(folder.glob(NOTEBOOK_PATTERN))
+
+
+def notebook_title(path: str | Path) -> str:
+    """The first markdown heading of a notebook (without the ``#``), or its file stem if none."""
+    cells = json.loads(Path(path).read_text(encoding="utf-8")).get("cells", [])
+    for cell in cells:
+        if cell.get("cell_type") != "markdown":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        for line in source.splitlines():
+            match = re.match(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", line)
+            if match:
+                return match.group(1)
+    return Path(path).stem
+
+
+def resolve_notebooks(names: Iterable[str | Path] | None = None,
+                      notebooks_dir: str | Path | None = None) -> list[Path]:
+    """Turn notebook names into paths, keeping the given order and dropping repeats.
+
+    Args:
+        names: each one of ``01``, ``01_vit_from_scratch``, ``01_vit_from_scratch.ipynb``, or a
+            path to any ``.ipynb`` file. None (or empty) means the whole series.
+        notebooks_dir: where the series lives; default: the repository's ``notebooks/``.
+
+    Raises:
+        ParameterError: a name matches no notebook (or several), or there are no notebooks at all.
+    """
+    folder = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
+    series = available_notebooks(folder)
+    if not names:
+        if not series:
+            raise ParameterError(f"no notebooks matching {NOTEBOOK_PATTERN} in {folder}")
+        return series
+    paths: list[Path] = []
+    for name in names:
+        path = _resolve_one(name, series, folder)
+        if path not in paths:
+            paths.append(path)
+    return paths
+
+
+def _resolve_one(name: str | Path, series: Sequence[Path], folder: Path) -> Path:
+    text = str(name)
+    as_path = Path(text).expanduser()
+    if as_path.is_file():
+        if as_path.suffix != ".ipynb":
+            raise ParameterError(f"notebook {text!r} is not a .ipynb file")
+        return as_path.resolve()
+    stem = text[: -len(".ipynb")] if text.endswith(".ipynb") else text
+    matches = [p for p in series if p.stem == stem] or [p for p in series if p.stem.startswith(stem + "_")]
+    if len(matches) == 1:
+        return matches[0]
+    names = ", ".join(p.stem for p in (matches or series)) or f"none (no {NOTEBOOK_PATTERN} in {folder})"
+    if matches:
+        raise ParameterError(f"notebook {text!r} is ambiguous; it matches: {names}")
+    raise ParameterError(f"notebook {text!r} not found; available notebooks: {names}")
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class RunSummary:
+    """What ``run_series`` did: the run folder, the content of its results.json, the failed stems."""
+
+    out: Path
+    results: dict[str, Any]
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every notebook ran to the end."""
+        return not self.failed
+
+    @property
+    def report_md(self) -> Path:
+        return self.out / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.out / "report.html"
+
+
+def run_series(notebooks: Iterable[str | Path] | None = None, preset: str = "auto", device: str = "auto",
+               out: str | Path | None = None, timeout: float | None = None, progress: bool = True, *,
+               notebooks_dir: str | Path | None = None) -> RunSummary:
+    """Execute notebooks with papermill and write ``results.json`` and a report into ``out``.
+
+    Args:
+        notebooks: names or paths (see ``resolve_notebooks``); default: the whole series in order.
+        preset: ``auto``, ``smoke``, ``classroom`` or ``full``. ``auto`` is resolved here (see
+            ``vislearn.config.resolve_preset``) so the run records, and every notebook gets, the
+            concrete preset.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``, passed to the notebooks as is. A device
+            this machine lacks is an error before any notebook starts.
+        out: the run folder; default ``runs/<YYYYmmdd-HHMMSS>-<preset>/`` under the current folder.
+        timeout: seconds any single cell may run before the notebook counts as failed; None: no limit.
+        progress: show a progress bar and one line per notebook.
+        notebooks_dir: where the series lives; default: the repository's ``notebooks/``.
+
+    Returns:
+        A RunSummary; ``summary.ok`` is False when any notebook failed.
+    """
+    resolved = resolve_preset(preset)
+    resolve_device(device)  # checks the name; a missing GPU fails here, not once per notebook
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or timeout <= 0):
+        raise ParameterError(f"timeout={timeout!r} must be a positive number of seconds (or None)")
+    paths = resolve_notebooks(notebooks, notebooks_dir)
+    out = Path(out) if out is not None else Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{resolved}"
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    run: dict[str, Any] = {
+        "preset": resolved, "device": device, "started": _now(), "finished": None, "seconds": None,
+        "versions": collect_versions(), "notebooks": {},
+    }
+    start = time.perf_counter()
+    bar = _progress_bar(paths, progress)
+    for path in bar:
+        bar.set_postfix_str(path.stem)
+        entry = run_notebook(path, out, preset=resolved, device=device, timeout=timeout, progress=progress)
+        run["notebooks"][path.stem] = entry
+        if progress:
+            _write_line(_status_line(path.stem, entry))
+        _save(run, out)  # after every notebook, so an interrupted run still leaves its results
+    run["finished"] = _now()
+    run["seconds"] = round(time.perf_counter() - start, 2)
+    _save(run, out)
+    failed = [stem for stem, entry in run["notebooks"].items() if entry["status"] != "ok"]
+    return RunSummary(out=out, results=run, failed=failed)
+
+
+def run_notebook(path: Path, out: Path, *, preset: str, device: str, timeout: float | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """Execute one notebook into ``out/<stem>/`` and return its entry for the run's results.json."""
+    import papermill  # imported here: it is slow to import and only this function needs it
+
+    path = Path(path).resolve()  # papermill changes into the notebook's folder while it runs
+    folder = out / path.stem
+    _clear_previous_outputs(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    error = None
+    with _environ({OUTPUT_DIR_ENV: str(folder), PRESET_ENV: preset, STATIC_ENV: "1"}):
+        try:
+            papermill.execute_notebook(
+                path, folder / path.name, parameters=dict(PRESET=preset, DEVICE=device),
+                kernel_name=KERNEL_NAME, cwd=path.parent, progress_bar=progress, execution_timeout=timeout,
+            )
+        except Exception as exc:  # a failing notebook is a result to report, not a reason to stop
+            error = describe_error(exc, path)
+    return {
+        "status": "failed" if error else "ok",
+        "seconds": round(time.perf_counter() - start, 2),
+        "title": notebook_title(path),
+        "notebook": f"{path.stem}/{path.name}",
+        "results": _read_json(folder / "results.json"),
+        "figures": sorted(p.relative_to(out).as_posix() for p in (folder / "figures").glob("*.png")),
+        "error": error,
+    }
+
+
+def describe_error(exc: BaseException, path: Path) -> dict[str, Any]:
+    """What went wrong in a notebook, as JSON: exception name and value, which cell, traceback.
+
+    ``cell_index`` counts the cells of the notebook as stored (0-based), so a learner can find it;
+    ``exec_count`` is the ``In [N]`` number in the executed notebook.
+    """
+    from papermill.exceptions import PapermillExecutionError, strip_color
+
+    if isinstance(exc, PapermillExecutionError):
+        return {
+            "ename": exc.ename, "evalue": exc.evalue,
+            "cell_index": _source_cell_index(path, exc.source, fallback=exc.cell_index),
+            "exec_count": exc.exec_count,
+            "traceback": strip_color("\n".join(exc.traceback or [])),
+        }
+    return {"ename": type(exc).__name__, "evalue": str(exc), "cell_index": None, "exec_count": None,
+            "traceback": ""}
+
+
+def _source_cell_index(path: Path, source: str, fallback: int | None) -> int | None:
+    """Index of the cell with this source in the stored notebook (papermill counts its own cells)."""
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return fallback
+    for index, cell in enumerate(cells):
+        text = cell.get("source", "")
+        if ("".join(text) if isinstance(text, list) else text) == source:
+            return index
+    return fallback
+
+
+def collect_versions() -> dict[str, Any]:
+    """Versions that make a run reproducible: Python, torch, timm, vislearn, the OS and the GPU."""
+    import torch
+
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": version("timm"),
+        "vislearn": version("vislearn"),
+        "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+@contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables (the papermill kernel inherits them), restore them afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _clear_previous_outputs(folder: Path) -> None:
+    """Remove what an earlier run into the same folder recorded, so the report shows only this run."""
+    (folder / "results.json").unlink(missing_ok=True)
+    for png in (folder / "figures").glob("*.png"):
+        png.unlink()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        return {"unreadable_results_json": str(exc)}
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _progress_bar(paths: list[Path], progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(paths, desc="notebooks", unit="nb", disable=not progress)
+
+
+def _write_line(text: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(text)
+
+
+def _status_line(stem: str, entry: Mapping[str, Any]) -> str:
+    line = f"{stem}: {entry['status']} in {entry['seconds']:.1f} s"
+    return line + (f" ({_error_line(entry['error'])})" if entry["error"] else "")
+
+
+def _save(run: dict[str, Any], out: Path) -> None:
+    write_json_atomic(out / "results.json", run)
+    (out / "report.md").write_text(render_markdown(run), encoding="utf-8")
+    (out / "report.html").write_text(render_html(run), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- reports
+# Both reports are rendered from the same run dict (the content of results.json).
+
+
+def _run_info(run: Mapping[str, Any]) -> list[tuple[str, str]]:
+    versions = run.get("versions", {})
+    rows = [("preset", run["preset"]), ("device", run["device"]), ("started", run["started"]),
+            ("finished", run["finished"] or "(still running or interrupted)")]
+    if run.get("seconds") is not None:
+        rows.append(("total time", f"{run['seconds']:.1f} s"))
+    rows += [(name, str(value)) for name, value in versions.items() if value is not None]
+    return rows
+
+
+def _summary_rows(run: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    return [(stem, entry.get("title", stem), entry["status"], f"{entry['seconds']:.1f}")
+            for stem, entry in run["notebooks"].items()]
+
+
+def _error_line(error: Mapping[str, Any]) -> str:
+    where = f" in cell {error['cell_index']}" if error.get("cell_index") is not None else ""
+    return f"{error['ename']}{where}: {error['evalue']}"
+
+
+def _md(text: Any) -> str:
+    """A value safe inside a markdown table cell: pipes and angle brackets escaped, one line."""
+    return re.sub(r"([|<>])", r"\\\1", str(text)).replace("\n", " ")
+
+
+def render_markdown(run: Mapping[str, Any]) -> str:
+    """The run as a markdown report: run info, a summary table, then every notebook's results."""
+    failed = [stem for stem, entry in run["notebooks"].items() if entry["status"] != "ok"]
+    lines = [f"# vislearn run: preset {run['preset']}", ""]
+    lines += [f"**{len(run['notebooks']) - len(failed)} ok, {len(failed)} failed**"
+              + (f" ({', '.join(failed)})" if failed else ""), ""]
+    lines += ["| | |", "|---|---|"] + [f"| {k} | {_md(v)} |" for k, v in _run_info(run)] + [""]
+    lines += ["## Summary", "", "| notebook | title | status | seconds |", "|---|---|---|---:|"]
+    lines += [f"| [{stem}](#{stem}) | {_md(title)} | {status} | {secs} |"
+              for stem, title, status, secs in _summary_rows(run)]
+    for stem, entry in run["notebooks"].items():
+        lines += ["", f'<a id="{stem}"></a>', "", f"## {stem}: {entry.get('title', stem)}", ""]
+        lines += [f"Status: **{entry['status']}** in {entry['seconds']:.1f} s. "
+                  f"Executed notebook: [{entry['notebook']}]({entry['notebook']})", ""]
+        if entry["error"]:
+            lines += [f"**Error:** `{_error_line(entry['error'])}`", ""]
+            tail = entry["error"].get("traceback", "").strip().splitlines()[-15:]
+            if tail:
+                lines += ["```", *tail, "```", ""]
+        if entry["results"]:
+            lines += ["| metric | value |", "|---|---:|"]
+            lines += [f"| {_md(k)} | {_md(format_value(v))} |" for k, v in entry["results"].items()]
+            lines += [""]
+        elif not entry["error"]:
+            lines += ["No results recorded.", ""]
+        for figure in entry["figures"]:
+            lines += [f"![{Path(figure).stem}]({figure})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
+       color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.ok { color: #176f2c; font-weight: bold; } .failed { color: #b00020; font-weight: bold; }
+pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; font-size: 0.85rem; }
+figure { margin: 0.5rem 0 1.5rem; } img { max-width: 100%; }
+figcaption { color: #555; font-size: 0.9rem; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = ()) -> str:
+    """An HTML table; every cell must already be escaped HTML."""
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+                         for i, c in enumerate(row)) + "</tr>"
+        for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(run: Mapping[str, Any]) -> str:
+    """The run as one HTML page (figures linked by relative path), same content as the markdown."""
+    failed = [stem for stem, entry in run["notebooks"].items() if entry["status"] != "ok"]
+    title = f"vislearn run: preset {run['preset']}"
+    parts = [f"<h1>{_e(title)}</h1>",
+             f"<p><strong>{len(run['notebooks']) - len(failed)} ok, {len(failed)} failed</strong>"
+             + (f" ({_e(', '.join(failed))})" if failed else "") + "</p>",
+             _html_table(["", ""], [(_e(k), _e(v)) for k, v in _run_info(run)]),
+             "<h2>Summary</h2>",
+             _html_table(["notebook", "title", "status", "seconds"],
+                         [(f'<a href="#{_e(stem)}">{_e(stem)}</a>', _e(title_),
+                           f'<span class="{_e(status)}">{_e(status)}</span>', _e(secs))
+                          for stem, title_, status, secs in _summary_rows(run)], numeric=[3])]
+    for stem, entry in run["notebooks"].items():
+        parts += [f'<h2 id="{_e(stem)}">{_e(stem)}: {_e(entry.get("title", stem))}</h2>',
+                  f'<p>Status: <span class="{_e(entry["status"])}">{_e(entry["status"])}</span> in '
+                  f'{entry["seconds"]:.1f} s. Executed notebook: '
+                  f'<a href="{_e(entry["notebook"])}">{_e(entry["notebook"])}</a></p>']
+        if entry["error"]:
+            parts.append(f"<p><strong>Error:</strong> <code>{_e(_error_line(entry['error']))}</code></p>")
+            if entry["error"].get("traceback"):
+                parts.append(f"<details><summary>Traceback</summary><pre>{_e(entry['error']['traceback'])}"
+                             "</pre></details>")
+        if entry["results"]:
+            parts.append(_html_table(["metric", "value"],
+                                     [(_e(k), _e(format_value(v))) for k, v in entry["results"].items()],
+                                     numeric=[1]))
+        elif not entry["error"]:
+            parts.append("<p>No results recorded.</p>")
+        for figure in entry["figures"]:
+            parts.append(f'<figure><img src="{_e(figure)}" alt="{_e(Path(figure).stem)}" loading="lazy">'
+                         f"<figcaption>{_e(Path(figure).stem)}</figcaption></figure>")
+    body = "\n".join(parts)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_e(title)}</title>\n'
+            f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
