@@ -61,6 +61,13 @@ def test_fit_learns_and_records_history():
     assert len(fig.axes) == 2 and len(fig.axes[1].lines[0].get_xdata()) == 3
 
 
+def test_evaluation_before_the_first_logged_loss():
+    # evaluating every half epoch while logging every 100 steps: an evaluation comes first
+    hist = fit(Tiny(), toy_problem(64), toy_problem(32), TrainConfig(epochs=1, batch_size=16, eval_every=0.5,
+                                                                     log_every=100, augment=False), progress=False)
+    assert [e["step"] for e in hist.evals] == [2, 4] and [s["step"] for s in hist.steps] == [4]
+
+
 def test_fit_custom_loss_and_clipping():
     model, ds = Tiny(), toy_problem(64)
     seen = []

@@ -32,6 +32,15 @@ def test_roundtrip_and_manifest(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
 
 
+def test_history_roundtrip_and_missing(tmp_path):
+    from vislearn.results import write_json_atomic
+
+    write_json_atomic(weights.history_path("tiny", tmp_path), {"steps": [{"step": 1}], "evals": [], "seconds": 2.0})
+    assert weights.read_history("tiny", tmp_path)["steps"] == [{"step": 1}]
+    with pytest.raises(weights.CheckpointError, match="no training history"):
+        weights.read_history("other", tmp_path)
+
+
 def test_second_save_keeps_other_entries(tmp_path):
     saved(tmp_path, "a")
     saved(tmp_path, "b")

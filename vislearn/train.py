@@ -198,7 +198,7 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset | No
             metrics = evaluate(model, test_set, device)
             history.evals.append({"step": step + 1, "epoch": epoch, "test_loss": metrics["loss"],
                                   "test_accuracy": metrics["accuracy"]})
-            bar.set_postfix(loss=f"{history.steps[-1]['loss']:.3f}", test_acc=f"{metrics['accuracy']:.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", test_acc=f"{metrics['accuracy']:.3f}")
             model.train()
     history.seconds = time.perf_counter() - start
     return history
@@ -259,7 +259,7 @@ def run_recipe(name: str, preset: str = "auto", *, out: Path | str | None = None
         out = Path(out)
         weights.save(model.cpu(), name, arch=recipe.arch, config=recipe.model, recipe=name, preset=preset,
                      metrics=metrics, root=out, extra={"seed": seed, "train_config": asdict(cfg)})
-        write_json_atomic(out / f"{name}.history.json", history.to_dict())
+        write_json_atomic(weights.history_path(name, out), history.to_dict())
     return model, history, metrics
 
 

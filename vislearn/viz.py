@@ -62,7 +62,8 @@ def overlay(ax, img, heat, title: str | None = None, alpha: float = 0.6, cmap: s
         ax.set_title(title, fontsize=9)
 
 
-def attention_heads_figure(images, maps: torch.Tensor, row_labels: Sequence[str], size: float = 1.5):
+def attention_heads_figure(images, maps: torch.Tensor, row_labels: Sequence[str], size: float = 1.5,
+                           title: str | None = None):
     """Rows of per-head maps: ``maps`` (rows, h, g, g); ``images`` one per row (or a single image)."""
     rows, heads = maps.shape[:2]
     fig, axes = plt.subplots(rows, heads + 1, figsize=((heads + 1) * size, rows * size + 0.3), squeeze=False)
@@ -72,7 +73,9 @@ def attention_heads_figure(images, maps: torch.Tensor, row_labels: Sequence[str]
         axes[r, 0].set_ylabel(row_labels[r], fontsize=9)
         for h in range(heads):
             overlay(axes[r, h + 1], img, maps[r, h], title=f"head {h}" if r == 0 else None)
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95) if title else None)
     return fig
 
 

@@ -48,8 +48,8 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(root: Path = BUNDLED_DIR) -> dict[str, Any]:
-    path = Path(root) / MANIFEST
+def read_manifest(root: Path | None = None) -> dict[str, Any]:
+    path = Path(root or BUNDLED_DIR) / MANIFEST
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -61,9 +61,10 @@ def rebuild_command(entry_or_name: dict | str) -> str:
 
 
 def save(model: nn.Module, name: str, *, arch: str, config: dict, recipe: str, preset: str,
-         metrics: dict[str, Any], root: Path = BUNDLED_DIR, extra: dict[str, Any] | None = None) -> Path:
-    """Save ``model``'s weights as ``root/NAME.safetensors`` and record it in the manifest."""
-    root = Path(root)
+         metrics: dict[str, Any], root: Path | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Save ``model``'s weights as ``root/NAME.safetensors`` (default: the bundled folder) and record it
+    in the manifest."""
+    root = Path(root or BUNDLED_DIR)
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{name}.safetensors"
     tmp = path.with_name(path.name + ".tmp")
@@ -81,20 +82,35 @@ def save(model: nn.Module, name: str, *, arch: str, config: dict, recipe: str, p
     return path
 
 
-def entry(name: str, root: Path = BUNDLED_DIR) -> dict[str, Any]:
+def entry(name: str, root: Path | None = None) -> dict[str, Any]:
     """The manifest entry of checkpoint ``name`` (metrics, recipe, config ...)."""
+    root = Path(root or BUNDLED_DIR)
     manifest = read_manifest(root)
     if name not in manifest:
         known = ", ".join(sorted(manifest)) or "none"
-        raise CheckpointError(f"no checkpoint named {name!r} in {Path(root) / MANIFEST} (known: {known}). "
+        raise CheckpointError(f"no checkpoint named {name!r} in {root / MANIFEST} (known: {known}). "
                               f"Build it with: {rebuild_command(name)}")
     return manifest[name]
 
 
-def load(name: str, root: Path = BUNDLED_DIR, map_location: str | torch.device = "cpu") -> nn.Module:
+def history_path(name: str, root: Path | None = None) -> Path:
+    """Where the training history of checkpoint ``name`` lives (written by ``vislearn.train``)."""
+    return Path(root or BUNDLED_DIR) / f"{name}.history.json"
+
+
+def read_history(name: str, root: Path | None = None) -> dict[str, Any]:
+    """The training history of checkpoint ``name``: {"steps": [...], "evals": [...], "seconds": s}."""
+    path = history_path(name, root)
+    if not path.exists():
+        raise CheckpointError(f"no training history {path}. Rebuild it with: {rebuild_command(name)}")
+    return json.loads(path.read_text())
+
+
+def load(name: str, root: Path | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
     """Build the model of checkpoint ``name`` and load its weights, after checking the sha256."""
+    root = Path(root or BUNDLED_DIR)
     e = entry(name, root)
-    path = Path(root) / e["file"]
+    path = root / e["file"]
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} is missing. Rebuild it with: {rebuild_command(e)}")
     digest = sha256_of(path)
