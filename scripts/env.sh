@@ -108,7 +108,7 @@ _vislearn_install() {
     _vislearn_say "installing vislearn and its dependencies into $VISLEARN_VENV (first time: several minutes)"
     rm -f "$stamp"
     # shellcheck disable=SC2086  # the progress option is one word or nothing
-    "$py" -m pip install ${CI:+--progress-bar off} -e "$VISLEARN_ROOT[dev]" || return 1
+    "$py" -m pip install -q ${CI:+--progress-bar off} -e "$VISLEARN_ROOT[dev]" || return 1
     printf '%s\n' "$want" >"$stamp"
 }
 

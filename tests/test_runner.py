@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from vislearn import runner
@@ -201,10 +202,13 @@ def test_default_out_folder_and_bookkeeping(series, tmp_path, monkeypatch):
                 "results": {}, "figures": [], "error": None}
 
     monkeypatch.setattr(runner, "run_notebook", fake_run_notebook)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.chdir(tmp_path)
     summary = runner.run_series(["02"], preset="classroom", timeout=30, progress=False, notebooks_dir=series)
     assert summary.ok
-    assert calls == [("02_good", "classroom", "auto", 30)]
+    assert calls == [("02_good", "classroom", "cpu", 30)]  # "auto" is resolved once, for every notebook
+    assert json.loads((summary.out / "results.json").read_text())["device"] == "cpu"
     assert summary.out.parent == tmp_path / "runs"
     assert re.fullmatch(r"\d{8}-\d{6}-classroom", summary.out.name)
     assert "No results recorded." in summary.report_md.read_text()

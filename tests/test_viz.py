@@ -38,8 +38,8 @@ def test_figures_have_the_right_panels():
     assert len(fig.axes) == 2 * 4
     fig = viz.position_similarity_figure(torch.rand(4, 4, 4, 4))
     assert len(fig.axes) == 16
-    fig = viz.attention_distance_figure(torch.rand(6, 4))
-    assert len(fig.axes[0].collections) == 4
+    fig = viz.attention_distance_figure(torch.rand(6, 4), uniform=3.0)
+    assert len(fig.axes[0].collections) == 4 and fig.axes[0].get_ylim() == (0, 3.0 * 1.15)
     fig = viz.image_grid([torch.rand(1, 8, 8)] * 5, ncols=3)
     assert len(fig.axes) == 6
     plt.close("all")

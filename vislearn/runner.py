@@ -146,7 +146,8 @@ def run_series(notebooks: Iterable[str | Path] | None = None, preset: str = "aut
         preset: ``auto``, ``smoke``, ``classroom`` or ``full``. ``auto`` is resolved here (see
             ``vislearn.config.resolve_preset``) so the run records, and every notebook gets, the
             concrete preset.
-        device: ``auto``, ``cpu``, ``cuda`` or ``mps``, passed to the notebooks as is. A device
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``; resolved here (``auto`` becomes the device it picks)
+            and passed to every notebook, so the run records the concrete device. A device
             this machine lacks is an error before any notebook starts.
         out: the run folder; default ``runs/<YYYYmmdd-HHMMSS>-<preset>/`` under the current folder.
         timeout: seconds any single cell may run before the notebook counts as failed; None: no limit.
@@ -157,7 +158,7 @@ def run_series(notebooks: Iterable[str | Path] | None = None, preset: str = "aut
         A RunSummary; ``summary.ok`` is False when any notebook failed.
     """
     resolved = resolve_preset(preset)
-    resolve_device(device)  # checks the name; a missing GPU fails here, not once per notebook
+    device = resolve_device(device).type  # checks the name (a missing GPU fails here), records what "auto" chose
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or timeout <= 0):
         raise ParameterError(f"timeout={timeout!r} must be a positive number of seconds (or None)")

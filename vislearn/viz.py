@@ -95,16 +95,24 @@ def position_similarity_figure(sim: torch.Tensor, size: float = 5.0):
     return fig
 
 
-def attention_distance_figure(distances: torch.Tensor, patch_size: int | None = None):
-    """Mean attention distance per head (dots) against depth: (depth, heads) in pixels."""
+def attention_distance_figure(distances: torch.Tensor, uniform: float | None = None):
+    """Mean attention distance per head (dots) against depth: (depth, heads) in pixels.
+
+    ``uniform``: the distance of attention spread evenly over all patches, drawn as a reference:
+    heads well below it look locally, heads near it look everywhere.
+    """
     d = distances.cpu().numpy()
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    blocks = np.arange(1, d.shape[0] + 1)
+    fig, ax = plt.subplots(figsize=(4.8, 3.3))
     for h in range(d.shape[1]):
-        ax.scatter(np.arange(1, d.shape[0] + 1), d[:, h], s=18, label=f"head {h}")
-    ax.plot(np.arange(1, d.shape[0] + 1), d.mean(1), "k--", lw=1, label="mean")
+        ax.scatter(blocks, d[:, h], s=18, label=f"head {h}")
+    ax.plot(blocks, d.mean(1), "k--", lw=1, label="mean")
+    if uniform is not None:
+        ax.axhline(uniform, color="gray", lw=1, ls=":", label="uniform attention")
+    ax.set_ylim(0, max(d.max(), uniform or 0) * 1.15)
     ax.set(xlabel="block (depth)", ylabel="mean attention distance (px)", title="how far heads look")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
     return fig
 
