@@ -89,9 +89,21 @@ def test_hub_weights_from_a_local_file(tmp_path):
     assert max_abs_diff(from_timm(hub), hub) <= 1e-5
 
 
-def test_hub_unavailable_is_a_clear_error():
+def test_hub_unavailable_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(weights, "hub_reachable", lambda: True)  # get past the probe: timm itself refuses
     with pytest.raises(weights.HubUnavailable, match="could not load published weights for 'no_such_vit'"):
         weights.hub_model("no_such_vit")
+
+
+def test_offline_hub_fails_fast_with_one_clear_line(monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not weights.hub_reachable()
+    start = time.perf_counter()
+    with pytest.raises(weights.HubUnavailable, match="not reachable from this machine"):
+        weights.hub_model("vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    assert time.perf_counter() - start < 1.0
 
 
 def test_bundled_manifest_entries_are_consistent():

@@ -122,6 +122,22 @@ def load(name: str, root: Path | None = None, map_location: str | torch.device =
     return model.to(map_location).eval()
 
 
+HUB_HOST = ("huggingface.co", 443)  # where timm's published weights live
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can we open a connection to the weights hub? Offline this fails at once (no DNS)."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0"):
+        return False
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def hub_model(name: str, *, file: str | Path | None = None, **kwargs) -> nn.Module:
     """A timm model with its published weights (online), or from a local weights ``file``.
 
@@ -130,6 +146,10 @@ def hub_model(name: str, *, file: str | Path | None = None, **kwargs) -> nn.Modu
     """
     import timm
 
+    if file is None and not hub_reachable():
+        # fail in a second with one clear line, instead of minutes of download retries
+        raise HubUnavailable(f"could not load published weights for {name!r}: the weights hub "
+                             f"({HUB_HOST[0]}) is not reachable from this machine (offline?)")
     overlay = {"file": str(file)} if file is not None else None
     try:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs).eval()
