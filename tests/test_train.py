@@ -94,6 +94,38 @@ def test_fit_is_reproducible():
     assert torch.equal(runs[0], runs[1])
 
 
+def test_registered_recipe_with_custom_data_and_loss(monkeypatch, tmp_path):
+    """A recipe brings its own data and objective; run_recipe trains it and saves it to the manifest."""
+    from dataclasses import replace as dc_replace
+
+    from vislearn import weights
+    from vislearn.vit import ViTConfig
+
+    used = []
+
+    def make_loss(device):
+        def loss_fn(model, x, y):
+            used.append(x.shape[0])
+            return torch.nn.functional.cross_entropy(model(x), y)
+        return loss_fn
+
+    def data(split, limit, seed):
+        n = limit or 64
+        return TensorDataset(torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)),
+                             torch.arange(n) % 2)
+
+    cfg = TrainConfig(epochs=1, batch_size=16, augment=False, warmup_epochs=0)
+    recipe = train.Recipe(name="toy", arch="vit", data=data, make_loss=make_loss,
+                          model=ViTConfig(img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2,
+                                          num_classes=2).to_dict(),
+                          presets={"smoke": cfg, "classroom": cfg, "full": dc_replace(cfg, train_limit=32)})
+    monkeypatch.setitem(train.RECIPES, "toy", recipe)
+    assert train.register(recipe) is recipe and "toy" in train.all_recipes()
+    _, hist, metrics = train.run_recipe("toy", "full", out=tmp_path, device="cpu", progress=False)
+    assert used == [16, 16] and metrics["train_images"] == 32
+    assert weights.entry("toy", tmp_path)["preset"] == "full" and weights.read_history("toy", tmp_path)["steps"]
+
+
 def test_recipe_presets_and_errors():
     recipe = train.RECIPES["vit_fmnist"]
     assert recipe.config("full").epochs > recipe.config("classroom").epochs > recipe.config("smoke").epochs
