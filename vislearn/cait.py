@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import check_choice
-from .layers import ClassAttention, DropPath, Mlp, PatchEmbed, maybe
+from .layers import ClassAttention, DropPath, Mlp, PatchEmbed, TokenClassifier, init_weights, maybe
 
 POOLS = ("token", "avg")
 
@@ -149,7 +149,7 @@ class LayerScaleBlockClassAttn(nn.Module):
         return (cls, attn) if return_attention else cls
 
 
-class CaiT(nn.Module):
+class CaiT(TokenClassifier):
     """Image -> patches (+ positions) -> LayerScale blocks -> [CLS] via class attention -> head."""
 
     def __init__(self, cfg: CaiTConfig | None = None, **overrides):
@@ -174,7 +174,7 @@ class CaiT(nn.Module):
             for _ in range(cfg.depth_token_only)])
         self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
         self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_weights)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
@@ -207,28 +207,10 @@ class CaiT(nn.Module):
         x = x[:, 0] if self.cfg.global_pool == "token" else x[:, 1:].mean(dim=1)  # (B, D)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every block's attention weights, in order (see ``forward_features``)."""
-        return self.forward_features(x, return_attention=True)[1]
-
     @torch.no_grad()
     def class_attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Where [CLS] looks: one (B, heads, 1, 1 + N) map per class-attention block."""
         return self.attention_maps(x)[self.cfg.depth:]
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # --- timm -> vislearn ------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from .config import check_choice
-from .vit import VisionTransformer, ViTConfig, _init_weights
+from .layers import init_weights
+from .vit import VisionTransformer, ViTConfig
 from .vit import config_from_timm as vit_config_from_timm
 
 
@@ -51,7 +52,7 @@ class DistilledVisionTransformer(VisionTransformer):
         self.dist_token = nn.Parameter(torch.zeros(1, 1, D))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 2, D))
         self.head_dist = nn.Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
-        self.head_dist.apply(_init_weights)
+        self.head_dist.apply(init_weights)
         nn.init.trunc_normal_(self.dist_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.distilled_training = False  # True: forward returns both heads while training (timm's name)

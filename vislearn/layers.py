@@ -183,3 +183,33 @@ class ClassAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, h, 1, d)
         out = self.proj(out.transpose(1, 2).reshape(B, 1, D))      # (B, 1, D)
         return (out, attn) if return_attention else out
+
+
+def init_weights(m: nn.Module) -> None:
+    """The ViT family's initialization: truncated-normal linear weights (std 0.02), zero biases,
+    unit LayerNorms. Apply with ``model.apply(init_weights)``."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+class TokenClassifier(nn.Module):
+    """What every transformer classifier of the course shares, timm's split included:
+    ``forward = forward_head(forward_features(x))``, and attention maps read off
+    ``forward_features(x, return_attention=True)``. Subclasses define those two methods."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The attention weights of every block, in order (see the model's ``forward_features``)."""
+        return self.forward_features(x, return_attention=True)[1]
+
+    def get_last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention weights of the last block, as in DINO's code."""
+        return self.attention_maps(x)[-1]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import check_choice
-from .layers import Block, PatchEmbed, maybe
+from .layers import Block, PatchEmbed, TokenClassifier, init_weights, maybe
 
 POOLS = ("token", "avg")
 
@@ -44,7 +44,7 @@ class ViTConfig:
         return asdict(self)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(TokenClassifier):
     """Image -> patches -> tokens (+[CLS], + positions) -> blocks -> norm -> pool -> head."""
 
     def __init__(self, cfg: ViTConfig | None = None, **overrides):
@@ -67,7 +67,7 @@ class VisionTransformer(nn.Module):
         self.norm = maybe(nn.LayerNorm(D, eps=cfg.norm_eps), not use_fc_norm)
         self.fc_norm = maybe(nn.LayerNorm(D, eps=cfg.norm_eps), use_fc_norm)
         self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_weights)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
 
@@ -100,27 +100,6 @@ class VisionTransformer(nn.Module):
         x = self.fc_norm(x)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Attention weights of every block: a list of depth tensors (B, heads, 1 + N, 1 + N)."""
-        return self.forward_features(x, return_attention=True)[1]
-
-    def get_last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention weights of the last block (B, heads, 1 + N, 1 + N), as in DINO's code."""
-        return self.attention_maps(x)[-1]
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # --- timm -> vislearn ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import check_choice
-from .layers import ClassAttention, DropPath, Mlp, maybe
+from .layers import ClassAttention, DropPath, Mlp, TokenClassifier, init_weights, maybe
 
 POOLS = ("token", "avg")
 PATCH_SIZES = (8, 16)  # the convolutional stem is 3 or 4 stride-2 convolutions
@@ -240,7 +240,7 @@ class ClassAttentionBlock(nn.Module):
         return (x, attn) if return_attention else x
 
 
-class XCiT(nn.Module):
+class XCiT(TokenClassifier):
     """Image -> conv stem (+ Fourier positions) -> XCA blocks -> [CLS] via class attention -> head."""
 
     def __init__(self, cfg: XCiTConfig | None = None, **overrides):
@@ -262,7 +262,7 @@ class XCiT(nn.Module):
             for _ in range(cfg.cls_attn_layers)])
         self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
         self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_weights)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward_features(self, x: torch.Tensor, return_attention: bool = False):
@@ -296,25 +296,10 @@ class XCiT(nn.Module):
         x = x[:, 0] if self.cfg.global_pool == "token" else x[:, 1:].mean(dim=1)  # (B, D)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every block's attention weights, in order (see ``forward_features``)."""
-        return self.forward_features(x, return_attention=True)[1]
-
     @torch.no_grad()
     def class_attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Where [CLS] looks: one (B, heads, 1, 1 + N) map per class-attention block."""
         return self.attention_maps(x)[self.cfg.depth:]
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # --- timm -> vislearn ------------------------------------------------------------------------------
