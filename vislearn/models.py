@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .cait import CaiT, CaiTConfig, cait_from_timm
+from .convnet import ConvNet, ConvNetConfig
 from .deit import DeiTConfig, DistilledVisionTransformer, deit_from_timm
 from .vit import VisionTransformer, ViTConfig, vit_from_timm
 from .xcit import XCiT, XCiTConfig, xcit_from_timm
@@ -30,6 +31,7 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     "deit": (DistilledVisionTransformer, DeiTConfig),
     "cait": (CaiT, CaiTConfig),
     "xcit": (XCiT, XCiTConfig),
+    "convnet": (ConvNet, ConvNetConfig),  # the teacher of notebook 02 (DeiT distillation)
 }
 
 

@@ -247,7 +247,7 @@ def all_recipes() -> dict[str, Recipe]:
 # cores, 15 epochs, seed 0: test accuracy 0.875 with random translations + flips, 0.893 without.
 VIT_FMNIST_FULL = TrainConfig(epochs=15, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=1, augment=False)
 # Modules that define more recipes (one per notebook); imported on demand by all_recipes().
-RECIPE_MODULES: tuple[str, ...] = ()
+RECIPE_MODULES: tuple[str, ...] = ("vislearn.distill", "vislearn.xcit_study", "vislearn.layerscale")
 RECIPES: dict[str, Recipe] = {
     "vit_fmnist": Recipe(
         name="vit_fmnist",
@@ -310,4 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m vislearn.train`, this file is the module `__main__`, a copy of vislearn.train:
+    # the modules in RECIPE_MODULES register into vislearn.train's registry, so use that module's main.
+    from vislearn.train import main as _main
+
+    sys.exit(_main())
