@@ -218,3 +218,10 @@ def test_recipes_build():
         model = D.build("vit", recipe.model)
         assert model.cfg.img_size // model.cfg.patch_size >= 8          # attention grid at least 8 x 8
     assert D.RECIPES["dino_scenes"].kind == "dino" and D.RECIPES["vit_scenes"].kind == "supervised"
+
+
+def test_cli_rejects_an_unknown_recipe_with_exit_code_2(capsys):
+    from vislearn import dino
+
+    assert dino.main(["no_such_recipe"]) == 2
+    assert "recipe" in capsys.readouterr().err

@@ -30,7 +30,6 @@ Built in notebook 05. Evaluation (k-NN, attention masks, Jaccard) lives in ``vis
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -47,12 +46,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import weights
-from .config import ParameterError, check_choice, resolve_device, resolve_preset, seed_everything
+from .config import check_choice, resolve_device, resolve_preset, seed_everything
 from .evaluation import attention_jaccard, extract_features, knn_accuracy
 from .models import build
 from .results import write_json_atomic
 from .scenes import SCENES_MEAN, SCENES_STD, SceneConfig, Scenes, train_test_scenes
-from .train import TrainConfig, evaluate, fit
+from .train import TrainConfig, evaluate, fit, recipe_parser, run_and_report
 from .vit import VisionTransformer, ViTConfig
 
 # --- Multi-crop augmentation -------------------------------------------------------------------------
@@ -769,13 +768,7 @@ def _jsonable_config(cfg) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vislearn.dino", description=__doc__.split("\n\n")[0])
-    parser.add_argument("recipe", help=f"one of: {', '.join(RECIPES)}")
-    parser.add_argument("--preset", default="auto", help="auto, smoke, classroom or full")
-    parser.add_argument("--out", default=None, help="folder for the checkpoint and manifest "
-                                                    "(data/checkpoints for the bundled ones)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = recipe_parser("python -m vislearn.dino", __doc__.split("\n\n")[0], RECIPES)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training-config field, e.g. --set epochs=5 (JSON values)")
@@ -789,14 +782,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    try:
-        _, _, metrics = run_recipe(args.recipe, args.preset, out=args.out, device=args.device, seed=args.seed,
-                                   overrides=overrides)
-    except ParameterError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(metrics, indent=2))
-    return 0
+    return run_and_report(lambda: run_recipe(args.recipe, args.preset, out=args.out, device=args.device,
+                                             seed=args.seed, overrides=overrides))
 
 
 if __name__ == "__main__":

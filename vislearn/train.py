@@ -291,22 +291,33 @@ def run_recipe(name: str, preset: str = "auto", *, out: Path | str | None = None
     return model, history, metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vislearn.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("recipe", help=f"one of: {', '.join(all_recipes())}")
+def recipe_parser(prog: str, description: str, names) -> argparse.ArgumentParser:
+    """The command line every recipe module shares: RECIPE --preset --out --device --seed."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("recipe", help=f"one of: {', '.join(names)}")
     parser.add_argument("--preset", default="auto", help="auto, smoke, classroom or full")
     parser.add_argument("--out", default=None, help="folder for the checkpoint and manifest "
                                                     "(data/checkpoints for the bundled ones)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_and_report(run: Callable[[], tuple]) -> int:
+    """Run a recipe (a call returning (model, history, metrics)); print its metrics, or a one-line error."""
     try:
-        _, history, metrics = run_recipe(args.recipe, args.preset, out=args.out, device=args.device, seed=args.seed)
+        _, _, metrics = run()
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = recipe_parser("python -m vislearn.train", __doc__.split("\n\n")[0], all_recipes()).parse_args(argv)
+    return run_and_report(lambda: run_recipe(args.recipe, args.preset, out=args.out, device=args.device,
+                                             seed=args.seed))
 
 
 if __name__ == "__main__":
