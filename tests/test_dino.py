@@ -225,3 +225,61 @@ def test_cli_rejects_an_unknown_recipe_with_exit_code_2(capsys):
 
     assert dino.main(["no_such_recipe"]) == 2
     assert "recipe" in capsys.readouterr().err
+
+
+def test_dino_recipes_share_the_white_object_scenes_and_the_backbone():
+    dino_recipe, supervised = D.RECIPES["dino_scenes"], D.RECIPES["vit_scenes"]
+    assert dino_recipe.scenes == supervised.scenes == D.DINO_SCENES
+    assert D.DINO_SCENES.saturation == (0.0, 0.0) and D.DINO_SCENES.contrast[1] < 0.1   # white objects, flat textures
+    assert {**supervised.model, "num_classes": 0} == dino_recipe.model
+    full = dino_recipe.presets["full"]
+    assert full.train.crops.n_local >= 1 and full.train.crops.local_size % dino_recipe.model["patch_size"] == 0
+
+
+def test_train_dino_stops_at_max_steps_with_the_planned_schedules():
+    cfg = D.DINOConfig(epochs=3, batch_size=4, out_dim=8, log_every=4, warmup_epochs=1,
+                       crops=D.MultiCropConfig(global_size=16, local_size=8, n_local=1))
+    images = torch.randn(16, 3, 16, 16)                     # 4 steps per epoch: 12 planned
+    hist = D.train_dino(D.DINO(tiny_vit(), out_dim=8, hidden_dim=16, bottleneck_dim=4), images, cfg,
+                        progress=False, max_steps=6)
+    assert [s["step"] for s in hist.steps] == [4, 6]        # logged every 4 steps, and at the stop
+    planned = D.DINOSchedules.from_config(cfg, 4)
+    assert len(planned.lr) == 12 and hist.steps[-1]["lr"] == pytest.approx(float(planned.lr[5]))
+
+
+def test_center_momentum_one_means_no_centering():
+    loss_fn = D.DINOLoss(4, teacher_temps=0.04, center_momentum=1.0)
+    teacher = [torch.randn(3, 4) + 5, torch.randn(3, 4) + 5]
+    for _ in range(3):
+        loss_fn([torch.randn(3, 4)] * 3, teacher)
+    assert torch.equal(loss_fn.center, torch.zeros(1, 4))
+    expected = torch.softmax(teacher[0] / 0.04, dim=-1)     # the teacher is only sharpened
+    assert torch.allclose(loss_fn.teacher_probs(teacher, 0)[0], expected)
+
+
+def test_hub_dino_from_a_local_file_and_photo_batch(tmp_path):
+    """weights='hub' offline: timm loads the 'published' DINO ViT-S/16 from a local file we wrote, and
+    hub_dino returns it with our converted ViT, equal on real photos; attention is 6 heads on 14 x 14."""
+    import timm
+    from safetensors.torch import save_file
+
+    from vislearn.evaluation import cls_attention_maps
+
+    reference = timm.create_model(D.HUB_DINO, pretrained=False)
+    assert reference.num_classes == 0                       # the published DINO backbone has no head
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+    path = tmp_path / "dino_vits16.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    hub, ours = D.hub_dino(file=path)
+    x, shown = D.photo_batch(hub, ("chelsea", "coffee"))
+    assert x.shape == (2, 3, 224, 224) and shown.min() >= 0 and shown.max() <= 1
+    assert abs(float(x.mean())) < 1.5 and float(shown.std()) > 0.05          # normalized inputs of real photos
+    with torch.no_grad():
+        ref = hub.forward_head(hub.forward_features(x), pre_logits=True)
+        assert torch.equal(ref, reference.eval().forward_head(reference.forward_features(x), pre_logits=True))
+        assert (ours.forward_head(ours.forward_features(x), pre_logits=True) - ref).abs().max() < 1e-4
+    maps = cls_attention_maps(ours, x)
+    assert maps.shape == (2, 6, 14, 14) and (maps.sum((2, 3)) <= 1 + 1e-5).all()

@@ -11,10 +11,13 @@ from torch import nn
 from vislearn.evaluation import (
     attention_jaccard,
     attention_masks,
+    cls_attention_maps,
     extract_features,
     jaccard,
+    jaccard_from_maps,
     knn_accuracy,
     knn_predict,
+    masks_from_maps,
     mass_masks,
 )
 from vislearn.vit import VisionTransformer, ViTConfig
@@ -107,3 +110,38 @@ def test_extract_features_uses_pooled_tokens_not_logits():
     assert f.shape == (5, 16)
     assert torch.allclose(f, vit.forward_head(vit.forward_features(x), pre_logits=True), atol=1e-6)
     assert extract_features(lambda t: t.flatten(1), x).shape == (5, 192)
+
+
+def test_masks_from_maps_known_values():
+    """All the mass on one patch: the mask is exactly that patch, upsampled (8 px patches of 64 px)."""
+    maps = torch.zeros(2, 8, 8)
+    maps[0, 2, 3] = 1.0
+    maps[1] = 1.0                                            # uniform: 39 of 64 patches hold >= 60%
+    masks = masks_from_maps(maps, 64, keep=0.6)
+    assert masks.shape == (2, 64, 64) and masks.dtype == torch.bool
+    expected = torch.zeros(64, 64, dtype=torch.bool)
+    expected[16:24, 24:32] = True
+    assert torch.equal(masks[0], expected)
+    assert int(masks[1].sum()) == 39 * 64
+
+
+def test_jaccard_from_maps_scores_the_best_head_per_image():
+    truth = torch.zeros(1, 64, 64, dtype=torch.bool)
+    truth[0, 16:24, 24:32] = True
+    maps = torch.rand(1, 2, 8, 8) * 1e-3
+    maps[0, 1, 2, 3] = 1.0                                   # head 1 looks at the object only
+    out = jaccard_from_maps(maps, truth, keep=0.6)
+    assert out["best_head"].tolist() == [1] and out["jaccard"] == pytest.approx(1.0)
+    assert out["per_head"][0, 0] < 0.1 and out["mean_head"] == pytest.approx(out["per_head"].mean().item())
+
+
+def test_attention_jaccard_equals_the_two_steps():
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(img_size=32, patch_size=8, in_chans=3, num_classes=0, embed_dim=16,
+                                        depth=1, num_heads=2))
+    images, truth = torch.randn(5, 3, 32, 32), torch.rand(5, 32, 32) > 0.7
+    maps = cls_attention_maps(model, images, batch_size=2)
+    assert maps.shape == (5, 2, 4, 4)
+    direct = attention_jaccard(model, images, truth)
+    assert direct["jaccard"] == pytest.approx(jaccard_from_maps(maps, truth)["jaccard"])
+    assert torch.equal(attention_masks(model, images), masks_from_maps(maps, 32))

@@ -43,3 +43,23 @@ def test_figures_have_the_right_panels():
     fig = viz.image_grid([torch.rand(1, 8, 8)] * 5, ncols=3)
     assert len(fig.axes) == 6
     plt.close("all")
+
+
+def test_segmentation_figure_panels_and_outline():
+    rows, heads = 3, 4
+    truth = torch.zeros(rows, 64, 64, dtype=torch.bool)
+    truth[:, 10:30, 10:30] = True
+    pred = torch.rand(rows, heads, 64, 64) > 0.5
+    scores = torch.rand(rows, heads)
+    fig = viz.segmentation_figure(torch.rand(rows, 3, 64, 64), torch.rand(rows, heads, 8, 8), pred, truth, scores,
+                                  ["a", "b", "c"], title="t")
+    assert len(fig.axes) == rows * (heads + 2)
+    best = int(scores[0].argmax())
+    assert fig.axes[1 + best].title.get_fontweight() == "bold"
+    fig, ax = plt.subplots()
+    viz.outline(ax, torch.zeros(8, 8, dtype=torch.bool))    # nothing to outline: no contour, no error
+    viz.outline(ax, torch.ones(8, 8, dtype=torch.bool))
+    assert len(ax.collections) == 0
+    viz.outline(ax, truth[0])
+    assert len(ax.collections) == 1
+    plt.close("all")

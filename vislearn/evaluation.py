@@ -117,6 +117,41 @@ def jaccard(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def cls_attention_maps(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
+                       device: torch.device | str = "cpu") -> torch.Tensor:
+    """The last block's [CLS] attention over the patch grid, per head: (N, heads, g, g), on the CPU."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        attn = model.get_last_selfattention(images[i:i + batch_size].to(device))   # (b, h, T, T)
+        out.append(cls_attention(attn, getattr(model, "num_prefix_tokens", 1)).float().cpu())  # (b, h, g, g)
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def masks_from_maps(maps: torch.Tensor, size: int, keep: float = 0.6) -> torch.Tensor:
+    """Attention maps (..., g, g) -> masks (..., size, size) bool that keep ``keep`` of the mass
+    (``mass_masks`` on the patch grid, then nearest-neighbour upsampling to pixels)."""
+    m = mass_masks(maps.flatten(-2), keep).reshape(maps.shape)                 # (..., g, g)
+    return upsample_map(m, size).bool()                                       # (..., size, size)
+
+
+def jaccard_from_maps(maps: torch.Tensor, masks: torch.Tensor, keep: float = 0.6) -> dict[str, Any]:
+    """Jaccard of attention maps (N, h, g, g) with ground-truth masks (N, H, W), as in DINO.
+
+    Returns:
+        ``jaccard``: mean over images of the best head's Jaccard (the paper's number);
+        ``per_image``: (N,) best head's Jaccard; ``per_head``: (N, heads); ``best_head``: (N,);
+        ``mean_head``: the mean over images and heads (no choosing).
+    """
+    pred = masks_from_maps(maps, masks.shape[-1], keep)                # (N, h, H, W)
+    per_head = jaccard(pred, masks[:, None])                           # (N, h)
+    best, best_head = per_head.max(dim=1)
+    return {"jaccard": best.mean().item(), "per_image": best, "per_head": per_head,
+            "best_head": best_head, "mean_head": per_head.mean().item()}
+
+
 def attention_masks(model: nn.Module, images: torch.Tensor, keep: float = 0.6, batch_size: int = 256,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """Per-head masks from the last block's [CLS] attention: (N, heads, H, W) bool, at image size.
@@ -124,17 +159,7 @@ def attention_masks(model: nn.Module, images: torch.Tensor, keep: float = 0.6, b
     Each head's attention over the patches keeps ``keep`` of its mass (``mass_masks``); the patch
     mask is upsampled to pixels by nearest neighbour.
     """
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
-        attn = model.get_last_selfattention(x)                                   # (b, h, T, T)
-        cls = cls_attention(attn, getattr(model, "num_prefix_tokens", 1))        # (b, h, g, g)
-        m = mass_masks(cls.flatten(2), keep).reshape(cls.shape)                  # (b, h, g, g)
-        out.append(upsample_map(m, x.shape[-1]).bool().cpu())                   # (b, h, H, W)
-    model.train(was_training)
-    return torch.cat(out)
+    return masks_from_maps(cls_attention_maps(model, images, batch_size, device), images.shape[-1], keep)
 
 
 def attention_jaccard(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, keep: float = 0.6,
@@ -145,12 +170,6 @@ def attention_jaccard(model: nn.Module, images: torch.Tensor, masks: torch.Tenso
         images: (N, C, H, W).
         masks: (N, H, W) bool ground truth.
     Returns:
-        ``jaccard``: mean over images of the best head's Jaccard (the paper's number);
-        ``per_image``: (N,) best head's Jaccard; ``per_head``: (N, heads); ``best_head``: (N,);
-        ``mean_head``: the mean over images and heads (no choosing).
+        see ``jaccard_from_maps``.
     """
-    pred = attention_masks(model, images, keep, batch_size, device)    # (N, h, H, W)
-    per_head = jaccard(pred, masks[:, None])                           # (N, h)
-    best, best_head = per_head.max(dim=1)
-    return {"jaccard": best.mean().item(), "per_image": best, "per_head": per_head,
-            "best_head": best_head, "mean_head": per_head.mean().item()}
+    return jaccard_from_maps(cls_attention_maps(model, images, batch_size, device), masks, keep)

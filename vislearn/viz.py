@@ -79,6 +79,51 @@ def attention_heads_figure(images, maps: torch.Tensor, row_labels: Sequence[str]
     return fig
 
 
+def outline(ax, mask, color: str = "cyan", lw: float = 1.2) -> None:
+    """Draw the boundary of a boolean (H, W) mask on ``ax`` (pixel centres, as ``imshow`` places them)."""
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.any() and not m.all():
+        ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=lw)
+
+
+def segmentation_figure(images, cls_maps: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor,
+                        scores: torch.Tensor, row_labels: Sequence[str], size: float = 1.6,
+                        title: str | None = None):
+    """Attention as segmentation, one row per image: the image with its ground truth (cyan), then per
+    head the [CLS] attention with the head's thresholded mask (white) and its Jaccard; the best head's
+    title is bold, and the last column is the best head's mask next to the ground truth.
+
+    Args:
+        images: (R, 3, H, W) in [0, 1] (or a list of R images).
+        cls_maps: (R, h, g, g) attention over the patch grid.
+        pred: (R, h, H, W) bool masks; truth: (R, H, W) bool; scores: (R, h) Jaccard per head.
+    """
+    rows, heads = cls_maps.shape[:2]
+    fig, axes = plt.subplots(rows, heads + 2, figsize=((heads + 2) * size, rows * size + 0.4), squeeze=False)
+    for r in range(rows):
+        show_image(axes[r, 0], images[r], "image, ground truth" if r == 0 else None)
+        outline(axes[r, 0], truth[r])
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=8)
+        best = int(scores[r].argmax())
+        for h in range(heads):
+            ax = axes[r, h + 1]
+            overlay(ax, images[r], cls_maps[r, h])
+            outline(ax, pred[r, h], color="white", lw=1.0)
+            ax.set_title(f"head {h}: J={scores[r, h]:.2f}", fontsize=8, fontweight="bold" if h == best else "normal")
+        ax = axes[r, -1]
+        both = np.zeros((*truth[r].shape, 3))
+        both[..., 1] = truth[r].cpu().numpy()                 # green: ground truth
+        both[..., 0] = pred[r, best].cpu().numpy()            # red: best head's mask; yellow: both
+        ax.imshow(both)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(f"best head {best}: J={scores[r, best]:.2f}" if r else
+                     f"yellow: both, red: mask\ngreen: truth; J={scores[r, best]:.2f}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96) if title else None)
+    return fig
+
+
 def position_similarity_figure(sim: torch.Tensor, size: float = 5.0):
     """The ViT paper's Figure 7 (center): one small map per patch of its cosine similarity to all others."""
     g = sim.shape[0]
