@@ -531,20 +531,21 @@ class DINOHistory:
         return cls(**{k: d[k] for k in ("steps", "evals", "seconds", "images_per_second") if k in d})
 
     def plot(self, keys: tuple[str, ...] = ("loss", "teacher_entropy", "teacher_batch_entropy", "kl")):
-        """The diagnostics against steps, and the teacher's k-NN accuracy and Jaccard if evaluated."""
+        """The diagnostics against epochs, and the teacher's k-NN accuracy and Jaccard if evaluated."""
         import matplotlib.pyplot as plt
 
         n = len(keys) + bool(self.evals)
-        fig, axes = plt.subplots(1, n, figsize=(3 * n, 2.6))
+        fig, axes = plt.subplots(1, n, figsize=(3 * n, 2.6), squeeze=False)
+        axes = axes[0]
         for ax, key in zip(axes, keys, strict=False):
-            ax.plot([s["step"] for s in self.steps], [s[key] for s in self.steps], lw=1)
-            ax.set(title=key, xlabel="step")
+            ax.plot([s["epoch"] for s in self.steps], [s[key] for s in self.steps], lw=1)
+            ax.set(title=key, xlabel="epoch")
             ax.grid(alpha=0.3)
         if self.evals:
             ax = axes[-1]
             for key in ("knn", "jaccard"):
-                ax.plot([e["step"] for e in self.evals], [e[key] for e in self.evals], "o-", ms=3, label=key)
-            ax.set(title="teacher", xlabel="step")
+                ax.plot([e["epoch"] for e in self.evals], [e[key] for e in self.evals], "o-", ms=3, label=key)
+            ax.set(title="teacher", xlabel="epoch")
             ax.legend()
             ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -87,6 +87,8 @@ class SceneConfig:
 # best tells one scene from another and survives its augmentations: with contrasted textures that
 # was the background (texture k-NN 0.60, class at chance); with a random colour per object it was
 # the colour (hue k-NN 0.79, class 0.17). White objects on near-flat grey textures leave the shape.
+# They are normalized with the default scenes' SCENES_MEAN/STD, as in those runs (so they are not
+# exactly zero-mean: a fixed affine change of the input that the first layer absorbs).
 DINO_SCENES = SceneConfig(contrast=(0.03, 0.08), saturation=(0.0, 0.0))
 
 
