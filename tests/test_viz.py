@@ -63,3 +63,14 @@ def test_segmentation_figure_panels_and_outline():
     viz.outline(ax, truth[0])
     assert len(ax.collections) == 1
     plt.close("all")
+
+
+def test_overlap_image_colours():
+    pred = torch.tensor([[True, True], [False, False]])
+    truth = torch.tensor([[True, False], [True, False]])
+    rgb = viz.overlap_image(pred, truth)
+    assert rgb.shape == (2, 2, 3)
+    assert rgb[0, 0].tolist() == [1, 1, 0]    # both: yellow
+    assert rgb[0, 1].tolist() == [1, 0, 0]    # mask only: red
+    assert rgb[1, 0].tolist() == [0, 1, 0]    # truth only: green
+    assert rgb[1, 1].tolist() == [0, 0, 0]

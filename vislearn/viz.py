@@ -86,6 +86,14 @@ def outline(ax, mask, color: str = "cyan", lw: float = 1.2) -> None:
         ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=lw)
 
 
+def overlap_image(pred, truth) -> np.ndarray:
+    """Two boolean (H, W) masks as one RGB image: red = predicted only, green = truth only, yellow = both."""
+    out = np.zeros((*truth.shape, 3))
+    out[..., 0] = _to_display(pred)
+    out[..., 1] = _to_display(truth)
+    return out
+
+
 def segmentation_figure(images, cls_maps: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor,
                         scores: torch.Tensor, row_labels: Sequence[str], size: float = 1.6,
                         title: str | None = None):
@@ -111,10 +119,7 @@ def segmentation_figure(images, cls_maps: torch.Tensor, pred: torch.Tensor, trut
             outline(ax, pred[r, h], color="white", lw=1.0)
             ax.set_title(f"head {h}: J={scores[r, h]:.2f}", fontsize=8, fontweight="bold" if h == best else "normal")
         ax = axes[r, -1]
-        both = np.zeros((*truth[r].shape, 3))
-        both[..., 1] = truth[r].cpu().numpy()                 # green: ground truth
-        both[..., 0] = pred[r, best].cpu().numpy()            # red: best head's mask; yellow: both
-        ax.imshow(both)
+        ax.imshow(overlap_image(pred[r, best], truth[r]))
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(f"best head {best}: J={scores[r, best]:.2f}" if r else
                      f"yellow: both, red: mask\ngreen: truth; J={scores[r, best]:.2f}", fontsize=8)
