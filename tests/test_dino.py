@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -283,3 +284,61 @@ def test_hub_dino_from_a_local_file_and_photo_batch(tmp_path):
         assert (ours.forward_head(ours.forward_features(x), pre_logits=True) - ref).abs().max() < 1e-4
     maps = cls_attention_maps(ours, x)
     assert maps.shape == (2, 6, 14, 14) and (maps.sum((2, 3)) <= 1 + 1e-5).all()
+
+
+def test_same_steps_keeps_the_schedules_step_for_step():
+    """The full recipe on 60,000 images and its rescaled config on 20,000: identical schedules."""
+    cfg = D.RECIPES["dino_scenes"].presets["full"].train
+    run = D.RECIPES["dino_scenes"].presets["full"]
+    total = run.train_scenes + run.extra_scenes
+    a = D.DINOSchedules.from_config(cfg, total // cfg.batch_size)
+    small = D.same_steps(cfg, total, run.train_scenes)
+    b = D.DINOSchedules.from_config(small, run.train_scenes // cfg.batch_size)
+    for x, y in zip(asdict(a).values(), asdict(b).values(), strict=True):
+        assert x.shape == y.shape and np.allclose(x, y)
+    assert small.epochs == cfg.epochs * total / run.train_scenes
+
+
+def test_dino_recipes_train_on_the_same_scenes():
+    dino_full, supervised_full = (D.RECIPES[n].presets["full"] for n in ("dino_scenes", "vit_scenes"))
+    assert dino_full.train_scenes == supervised_full.train_scenes
+    assert dino_full.extra_scenes == supervised_full.extra_scenes
+    assert dino_full.extra_scenes > 0                        # more unlabelled scenes than the k-NN bank
+
+
+@pytest.mark.parametrize("kind", ["dino", "supervised"])
+def test_run_recipe_trains_on_the_extra_scenes_but_keeps_the_bank(monkeypatch, kind):
+    """``extra_scenes`` are trained on (DINO without labels, supervised with) and stay out of the bank."""
+    from vislearn.data import DataNotFoundError
+    from vislearn.scenes import SceneConfig
+
+    seen = {}
+    real_train_dino, real_fit = D.train_dino, D.fit
+
+    def spy_dino(dino, images, *args, **kwargs):
+        seen["n"] = len(images)
+        return real_train_dino(dino, images, *args, **kwargs)
+
+    def spy_fit(model, data, *args, **kwargs):
+        seen["n"] = len(data)
+        return real_fit(model, data, *args, **kwargs)
+
+    monkeypatch.setattr(D, "train_dino", spy_dino)
+    monkeypatch.setattr(D, "fit", spy_fit)
+    vit = dict(img_size=16, patch_size=4, in_chans=3, num_classes=0 if kind == "dino" else 10, embed_dim=16,
+               depth=1, num_heads=2, mlp_ratio=2.0)
+    if kind == "dino":
+        train_cfg = D.DINOConfig(epochs=1, batch_size=8, out_dim=8, hidden_dim=16, bottleneck_dim=4, log_every=1,
+                                 crops=D.MultiCropConfig(global_size=16, local_size=8, n_local=1))
+    else:
+        train_cfg = D.TrainConfig(epochs=1, batch_size=8)
+    run = D.ScenesRun(16, 8, train_cfg, extra_scenes=24)
+    recipe = D.ScenesRecipe(name="tiny", kind=kind, model=vit, scenes=SceneConfig(size=16, min_side=8, max_side=12),
+                            presets={p: run for p in ("smoke", "classroom", "full")})
+    monkeypatch.setitem(D.RECIPES, "tiny", recipe)
+    try:
+        _, _, metrics = D.run_recipe("tiny", "smoke", device="cpu", progress=False)
+    except DataNotFoundError:
+        pytest.skip("Fashion-MNIST not available")
+    assert seen["n"] == 16 + 24
+    assert metrics["train_scenes"] == 40 and metrics["bank_scenes"] == 16 and metrics["test_scenes"] == 8

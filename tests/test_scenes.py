@@ -110,3 +110,38 @@ def test_real_fashion_mnist_coverage_and_balance():
     raw = sc.denormalize(train.images)  # the constants describe the scenes: roughly zero mean, unit std
     mean = torch.tensor(sc.SCENES_MEAN)
     assert (raw.mean(dim=(0, 2, 3)) - mean).abs().max() < 0.03
+
+
+def test_flip_mirrors_the_item_and_its_mask():
+    """An item whose left half is white: mirrored, its mask is the right half of the pasted box."""
+    half = np.zeros((10, 28, 28), np.uint8)
+    half[:, :, :14] = 255
+    items = half, np.arange(10)
+    plain = sc.make_scenes(20, seed=5, items=items)
+    flipped = sc.make_scenes(20, seed=5, config=sc.SceneConfig(flip=1.0), items=items)
+    assert torch.equal(plain.boxes, flipped.boxes)          # the flip is drawn last: nothing else moves
+    for i in range(len(plain)):
+        top, left, side, _ = plain.boxes[i].tolist()
+        box = (slice(top, top + side), slice(left, left + side))
+        a, b = plain.masks[i][box], flipped.masks[i][box]         # (side, side) each
+        assert a[:, : side // 2 - 1].all() and not a[:, side // 2 + 1:].any()    # white on the left ...
+        assert b[:, side - side // 2 + 1:].all() and not b[:, : side - side // 2 - 1].any()   # ... mirrored: right
+        assert (a.flip(-1) != b).float().mean() <= 1 / side       # the same up to the resampled middle column
+
+
+def test_value_scales_the_object_colour():
+    """A white item at value v: every pixel inside the pasted square is grey level v."""
+    for v in (0.5, 0.8):
+        cfg = sc.SceneConfig(value=(v, v), saturation=(0.0, 0.0))
+        s = sc.make_scenes(6, seed=1, config=cfg, items=square_items())
+        for i in range(len(s)):
+            top, left, side, _ = s.boxes[i].tolist()
+            inside = sc.denormalize(s.images[i])[:, top + 1:top + side - 1, left + 1:left + side - 1]
+            assert (inside - v).abs().max() < 1e-5
+
+
+def test_default_value_and_flip_change_nothing():
+    """value=(1, 1) and flip=0 are the defaults: the same scenes as a config that spells them out."""
+    a = sc.make_scenes(8, seed=7, items=square_items())
+    b = sc.make_scenes(8, seed=7, config=sc.SceneConfig(value=(1.0, 1.0), flip=0.0), items=square_items())
+    assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from . import weights
@@ -50,7 +51,7 @@ from .config import check_choice, resolve_device, resolve_preset, seed_everythin
 from .evaluation import attention_jaccard, extract_features, knn_accuracy
 from .models import build, from_timm
 from .results import write_json_atomic
-from .scenes import DINO_SCENES, SCENES_MEAN, SCENES_STD, SceneConfig, Scenes, train_test_scenes
+from .scenes import DINO_SCENES, SCENES_MEAN, SCENES_STD, SceneConfig, Scenes, make_scenes, train_test_scenes
 from .train import TrainConfig, evaluate, fit, recipe_parser, run_and_report
 from .vit import VisionTransformer, ViTConfig
 
@@ -586,6 +587,18 @@ def param_groups(module: nn.Module) -> list[dict[str, Any]]:
     return [{"params": decay, "decay": True}, {"params": no_decay, "decay": False}]
 
 
+def same_steps(cfg: DINOConfig, from_images: int, to_images: int) -> DINOConfig:
+    """``cfg`` for ``to_images`` training images with the schedules, step for step, of ``cfg`` on
+    ``from_images``: every length given in epochs is scaled by ``from_images / to_images``.
+
+    Notebook 05 reruns the first steps of the bundled recipe (60,000 scenes) on its 20,000.
+    """
+    k = from_images / to_images
+    return replace(cfg, epochs=cfg.epochs * k, warmup_epochs=cfg.warmup_epochs * k,
+                   warmup_teacher_temp_epochs=cfg.warmup_teacher_temp_epochs * k,
+                   freeze_last_layer_epochs=cfg.freeze_last_layer_epochs * k)
+
+
 def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, *,
                eval_set: EvalSet | None = None, device: torch.device | str = "cpu", seed: int = 0,
                progress: bool = True, max_seconds: float | None = None,
@@ -715,6 +728,7 @@ class ScenesRun:
     train: DINOConfig | TrainConfig        # DINO or supervised training
     eval_bank: int | None = None           # k-NN bank size for evaluations during training (None: all)
     eval_test: int | None = 1000           # test scenes for evaluations during training
+    extra_scenes: int = 0                  # more training scenes (split "train", seed + 1): trained on, not in the bank
 
 
 @dataclass(frozen=True)
@@ -736,21 +750,25 @@ SCENES_VIT = ViTConfig(img_size=64, patch_size=8, in_chans=3, num_classes=0, emb
                        num_heads=4, mlp_ratio=2.0)
 SCENES_CROPS = MultiCropConfig(global_scale=(0.5, 1.0), local_scale=(0.25, 0.6), n_local=2, hue=0.5,
                                grayscale=0.5)
-DINO_SCENES_FULL = DINOConfig(epochs=40, batch_size=32, lr=5e-4, warmup_epochs=1, momentum_teacher=0.99,
-                              out_dim=256, hidden_dim=256, bottleneck_dim=64, freeze_last_layer_epochs=0.25,
+# The full recipes train on 60,000 scenes: the 20,000 that are also the k-NN bank, and 40,000 more
+# (seed + 1). Unlabelled images are what self-supervision can use, and DINO's k-NN stopped improving
+# after ~28 epochs of 20,000 scenes (notes/dino_runs.md, r19); the supervised ViT gets the same scenes.
+DINO_SCENES_FULL = DINOConfig(epochs=13, batch_size=32, lr=5e-4, warmup_epochs=1 / 3, momentum_teacher=0.99,
+                              out_dim=256, hidden_dim=256, bottleneck_dim=64, freeze_last_layer_epochs=1 / 12,
                               crops=SCENES_CROPS, eval_every=1250)
-# The supervised baseline gets at least DINO's compute: one DINO epoch (2 + 2 crops, a teacher) costs
-# about as much CPU time as 3.5 supervised epochs, so 160 supervised epochs > 40 DINO epochs. Both
-# times are recorded in the manifest (train_seconds), and notebook 05 checks the inequality.
-VIT_SCENES_FULL = TrainConfig(epochs=160, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=2,
-                              eval_every=10.0)
+# The supervised baseline gets at least DINO's compute: one DINO step (32 scenes, 2 + 2 crops, a
+# teacher) costs about as much CPU time as one supervised step of 128 scenes (0.18 s on one thread),
+# so 60 supervised epochs (28,125 steps) > 13 DINO epochs (24,375 steps). Both times are recorded in
+# the manifest (train_seconds), and notebook 05 checks the inequality.
+VIT_SCENES_FULL = TrainConfig(epochs=60, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=1,
+                              eval_every=5.0)
 RECIPES: dict[str, ScenesRecipe] = {
     "dino_scenes": ScenesRecipe(
         name="dino_scenes", kind="dino", model=SCENES_VIT.to_dict(), scenes=DINO_SCENES,
         presets={"smoke": ScenesRun(512, 256, replace(DINO_SCENES_FULL, epochs=1, warmup_epochs=0.2,
                                                         log_every=2, eval_every=0)),
                  "classroom": ScenesRun(8000, 2000, replace(DINO_SCENES_FULL, epochs=5, eval_every=0)),
-                 "full": ScenesRun(20000, 2000, DINO_SCENES_FULL, eval_bank=4000)},
+                 "full": ScenesRun(20000, 2000, DINO_SCENES_FULL, eval_bank=4000, extra_scenes=40000)},
         description="DINO (no labels) on 64 px scenes of white objects: ViT, 8 x 8 patches of 8 px, D=64, "
                     "4 blocks, 4 heads."),
     "vit_scenes": ScenesRecipe(
@@ -760,7 +778,7 @@ RECIPES: dict[str, ScenesRecipe] = {
                                                         eval_every=1.0)),
                  "classroom": ScenesRun(8000, 2000, replace(VIT_SCENES_FULL, epochs=5, warmup_epochs=1,
                                                             eval_every=1.0)),
-                 "full": ScenesRun(20000, 2000, VIT_SCENES_FULL)},
+                 "full": ScenesRun(20000, 2000, VIT_SCENES_FULL, extra_scenes=40000)},
         description="The same ViT trained with labels on the same scenes, for at least DINO's compute."),
 }
 
@@ -788,23 +806,28 @@ def run_recipe(name: str, preset: str = "auto", *, out: Path | str | None = None
     cfg = replace(run.train, **(overrides or {}))
     seed_everything(seed)
     train, test = train_test_scenes(run.train_scenes, run.test_scenes, seed, recipe.scenes)
+    extra = make_scenes(run.extra_scenes, "train", seed + 1, recipe.scenes) if run.extra_scenes else None
     model = build("vit", recipe.model)
     if recipe.kind == "dino":
         student = VisionTransformer(replace(ViTConfig(**recipe.model), drop_path_rate=cfg.drop_path))
         dino = DINO(student, cfg.out_dim, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim,
                     norm_last_layer=cfg.norm_last_layer)
         ev = EvalSet.from_scenes(train, test, run.eval_bank, run.eval_test)
-        history = train_dino(dino, train.images, cfg, eval_set=ev, device=dev, seed=seed, progress=progress)
+        images = train.images if extra is None else torch.cat([train.images, extra.images])   # (N, 3, S, S)
+        history = train_dino(dino, images, cfg, eval_set=ev, device=dev, seed=seed, progress=progress)
         model.load_state_dict(dino.teacher_backbone.state_dict())
         extra_metrics = {"images_per_second": round(history.images_per_second, 1)}
     else:
-        history = fit(model, train.dataset(), test.dataset(), cfg, device=dev, seed=seed, progress=progress)
+        data = train.dataset() if extra is None else TensorDataset(torch.cat([train.images, extra.images]),
+                                                                   torch.cat([train.labels, extra.labels]))
+        history = fit(model, data, test.dataset(), cfg, device=dev, seed=seed, progress=progress)
         extra_metrics = {"test_accuracy": round(evaluate(model, test.dataset(), dev)["accuracy"], 4)}
     model.eval()
     metrics = {**final_metrics(model, train, test, dev), **extra_metrics,
                "train_seconds": round(history.seconds, 1), "device": str(dev),
                "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
-               "epochs": cfg.epochs, "train_scenes": len(train), "test_scenes": len(test)}
+               "epochs": cfg.epochs, "train_scenes": len(train) + run.extra_scenes, "bank_scenes": len(train),
+               "test_scenes": len(test)}
     if out is not None:
         out = Path(out)
         weights.save(model.cpu(), name, arch="vit", config=recipe.model, recipe=name, preset=preset,
