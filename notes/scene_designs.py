@@ -4,7 +4,8 @@
 
 For each design: k-NN (k=20, T=0.07; bank 20,000 train scenes, 2,000 test scenes) of raw pixels, of the
 bundled DINO teacher and of the bundled supervised ViT, both trained on ``scenes.DINO_SCENES``: a proxy,
-before retraining, for how much each feature space suffers from the change.
+before retraining, for how much each feature space suffers from the change. The table in
+notes/dino_runs.md was measured with the r19 checkpoints (20,000 scenes), bundled at the time.
 """
 
 from __future__ import annotations
