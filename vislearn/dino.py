@@ -806,27 +806,28 @@ def run_recipe(name: str, preset: str = "auto", *, out: Path | str | None = None
     cfg = replace(run.train, **(overrides or {}))
     seed_everything(seed)
     train, test = train_test_scenes(run.train_scenes, run.test_scenes, seed, recipe.scenes)
-    extra = make_scenes(run.extra_scenes, "train", seed + 1, recipe.scenes) if run.extra_scenes else None
+    images, labels = train.images, train.labels                  # what the model trains on: (N, 3, S, S), (N,)
+    if run.extra_scenes:
+        extra = make_scenes(run.extra_scenes, "train", seed + 1, recipe.scenes)
+        images, labels = torch.cat([images, extra.images]), torch.cat([labels, extra.labels])
     model = build("vit", recipe.model)
     if recipe.kind == "dino":
         student = VisionTransformer(replace(ViTConfig(**recipe.model), drop_path_rate=cfg.drop_path))
         dino = DINO(student, cfg.out_dim, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim,
                     norm_last_layer=cfg.norm_last_layer)
         ev = EvalSet.from_scenes(train, test, run.eval_bank, run.eval_test)
-        images = train.images if extra is None else torch.cat([train.images, extra.images])   # (N, 3, S, S)
         history = train_dino(dino, images, cfg, eval_set=ev, device=dev, seed=seed, progress=progress)
         model.load_state_dict(dino.teacher_backbone.state_dict())
         extra_metrics = {"images_per_second": round(history.images_per_second, 1)}
     else:
-        data = train.dataset() if extra is None else TensorDataset(torch.cat([train.images, extra.images]),
-                                                                   torch.cat([train.labels, extra.labels]))
-        history = fit(model, data, test.dataset(), cfg, device=dev, seed=seed, progress=progress)
+        history = fit(model, TensorDataset(images, labels), test.dataset(), cfg, device=dev, seed=seed,
+                      progress=progress)
         extra_metrics = {"test_accuracy": round(evaluate(model, test.dataset(), dev)["accuracy"], 4)}
     model.eval()
     metrics = {**final_metrics(model, train, test, dev), **extra_metrics,
                "train_seconds": round(history.seconds, 1), "device": str(dev),
                "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
-               "epochs": cfg.epochs, "train_scenes": len(train) + run.extra_scenes, "bank_scenes": len(train),
+               "epochs": cfg.epochs, "train_scenes": len(images), "bank_scenes": len(train),
                "test_scenes": len(test)}
     if out is not None:
         out = Path(out)

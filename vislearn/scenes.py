@@ -97,8 +97,8 @@ DINO_SCENES = SceneConfig(contrast=(0.03, 0.08), saturation=(0.0, 0.0))
 # The same scenes made harder for raw pixels in two ways that DINO's augmentations (random resized
 # crops, flips) teach a network to ignore: objects of 20-48 px instead of 32-48, and mirrored
 # left-right half the time. Notebook 05 evaluates the models trained on DINO_SCENES on them
-# (k-NN with a bank of these scenes): pixel k-NN falls from 0.657 to 0.573, DINO's from 0.690 to
-# 0.653 (notes/scene_designs.py). Training DINO on them directly learned more slowly (run r22).
+# (k-NN with a bank of these scenes): pixel k-NN falls from 0.657 to 0.573, the bundled DINO's from
+# 0.716 to 0.680. Training DINO on them directly learned more slowly (notes/dino_runs.md, run r22).
 VARIED_SCENES = replace(DINO_SCENES, min_side=20, flip=0.5)
 
 
