@@ -4,44 +4,44 @@
         --model '{"depth": 4}' --threads 1
 
 Each run trains from scratch, evaluates the teacher every few minutes (k-NN on a 4,000-scene
-bank, attention Jaccard on 1,000 test scenes) and writes /tmp/dino/runs/NAME.json.
+bank, attention Jaccard on 1,000 test scenes) and writes /tmp/dino/runs/NAME.json (and the
+student/teacher weights as NAME.safetensors).
+
+Provenance: the runs r13-r24 of notes/dino_runs.md were made with this script as of commit e480501
+(library of that commit and its descendants up to b7b609e). This version runs the same experiment on
+the package layout of issue 18 (the scenes are no longer cached in a pickle: they are regenerated,
+deterministically, in a few seconds).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
-from vislearn.dino import DINO, DINOConfig, EvalSet, MultiCropConfig, train_dino
-from vislearn.evaluation import extract_features, knn_accuracy
-from vislearn.scenes import SCENES_MEAN, SCENES_STD, SceneConfig, train_test_scenes
-from vislearn.vit import VisionTransformer, ViTConfig
+from vislearn.analysis.evaluation import EvalSet, backbone_evaluator, extract_features, knn_accuracy
+from vislearn.data.augment import MultiCropConfig
+from vislearn.data.scenes import SceneConfig, train_test_scenes
+from vislearn.methods.dino import DINO
+from vislearn.methods.dino_training import DINOConfig, train_dino
+from vislearn.models.vit import VisionTransformer, ViTConfig
 
 BASE_VIT = dict(img_size=64, patch_size=8, in_chans=3, num_classes=0, embed_dim=96, depth=6, num_heads=3,
                 mlp_ratio=2.0)
-CACHE = Path("/tmp/dino/scenes")
 
 
 def scenes(n_train: int, n_test: int, seed: int, scene_cfg: dict):
-    CACHE.mkdir(parents=True, exist_ok=True)
-    version = json.dumps([scene_cfg, SCENES_MEAN, SCENES_STD], sort_keys=True)
-    digest = hashlib.md5(version.encode()).hexdigest()[:8]
-    key = CACHE / f"{n_train}_{n_test}_{seed}_{digest}.pt"
-    if key.exists():
-        return torch.load(key, weights_only=False)
-    out = train_test_scenes(n_train, n_test, seed, SceneConfig(**scene_cfg))
-    torch.save(out, key)
-    return out
+    """The tuning runs' scenes: ``n_train`` train and ``n_test`` test scenes of one design."""
+    return train_test_scenes(n_train, n_test, seed, SceneConfig(**scene_cfg))
 
 
 def main():
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("name")
     p.add_argument("--minutes", type=float, default=5)
     p.add_argument("--epochs", type=float, default=None, help="default: from --ips estimate and minutes")
@@ -71,7 +71,7 @@ def main():
                 bottleneck_dim=cfg.bottleneck_dim, norm_last_layer=cfg.norm_last_layer)
     ev = EvalSet.from_scenes(train, test, 4000, 1000)
     t = time.time()
-    hist = train_dino(dino, train.images, cfg, eval_set=ev, seed=a.seed, progress=True,
+    hist = train_dino(dino, train.images, cfg, evaluate=backbone_evaluator(ev), seed=a.seed, progress=True,
                       max_seconds=a.minutes * 60 * 1.15)
     last = hist.steps[-1]
     # What did the features learn? k-NN of the texture name (background) next to the class (object).
@@ -85,13 +85,13 @@ def main():
     st = extract_features(dino.student["backbone"], ev.test_images)
     probes = {"teacher_texture_knn": knn_accuracy(fb, tex_train, ft, tex_test),
               "student_knn": knn_accuracy(sb, ev.bank_labels, st, ev.test_labels)}
-    torch.save(dino.state_dict(), f"/tmp/dino/runs/{a.name}.pt")
+    out = Path("/tmp/dino/runs")
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in dino.state_dict().items()}, str(out / f"{a.name}.safetensors"))
     result = {"name": a.name, "cfg": json.loads(json.dumps(asdict(cfg), default=str)), "model": asdict(vit_cfg),
               "n_train": a.n_train, "threads": a.threads, "wall": round(time.time() - t),
               "train_seconds": round(hist.seconds), "ips": round(hist.images_per_second, 1),
               "final": last, "evals": hist.evals, "probes": probes, "steps": hist.steps}
-    out = Path("/tmp/dino/runs")
-    out.mkdir(parents=True, exist_ok=True)
     (out / f"{a.name}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("name", "ips", "train_seconds")} | {"final": last,
                      "evals": hist.evals, "probes": probes}, indent=1))

@@ -6,33 +6,44 @@ One run: a ViT trained with vislearn.train.fit on N_TRAIN Fashion-MNIST images, 
 images; writes /tmp/ls_pilot/NAME.json (training loss every 25 steps, test accuracy, seconds). Example:
 
     python notes/layerscale_pilot.py LS_d24_lr3e3_w0 24 48 7 4 1e-5 3e-3 0 1 30000
+
+Provenance: the pilot table of notes/layerscale_runs.md was made with this script as of commit e868cf7.
+Those runs decayed tokens and position tables (the weight-decay rule before timm's): ``wd_skip=()``.
 """
 
+import argparse
 import json
 import os
-import sys
 
 import torch
 
 from vislearn import data, train
-from vislearn.vit import VisionTransformer, ViTConfig
+from vislearn.models.vit import VisionTransformer, ViTConfig
 
-torch.set_num_threads(1)
-name, depth, dim, patch, heads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-init = None if sys.argv[6] == "none" else float(sys.argv[6])
-lr, warmup, epochs, n_train = float(sys.argv[7]), float(sys.argv[8]), float(sys.argv[9]), int(sys.argv[10])
 
-torch.manual_seed(0)
-model = VisionTransformer(ViTConfig(depth=depth, embed_dim=dim, patch_size=patch, num_heads=heads, mlp_ratio=2.0,
-                                    init_values=init))
-cfg = train.TrainConfig(epochs=epochs, batch_size=128, lr=lr, warmup_epochs=warmup, augment=False,
-                        eval_every=epochs, log_every=25)
-train_set = data.fashion_mnist("train", n_train if n_train < 60000 else None, seed=0)
-test_set = data.fashion_mnist("test", 2000, seed=0)
-history = train.fit(model, train_set, test_set, cfg, progress=False)
-out = {"name": name, "argv": sys.argv[1:], "losses": [round(s["loss"], 4) for s in history.steps],
-       "acc": history.final(), "sec": history.seconds}
-print(json.dumps(out))
-os.makedirs("/tmp/ls_pilot", exist_ok=True)
-with open(f"/tmp/ls_pilot/{name}.json", "w") as f:
-    json.dump(out, f)
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for name, kind in (("name", str), ("depth", int), ("dim", int), ("patch", int), ("heads", int), ("init", str),
+                       ("lr", float), ("warmup", float), ("epochs", float), ("n_train", int)):
+        p.add_argument(name, type=kind)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    init = None if a.init == "none" else float(a.init)
+    model = VisionTransformer(ViTConfig(depth=a.depth, embed_dim=a.dim, patch_size=a.patch, num_heads=a.heads,
+                                        mlp_ratio=2.0, init_values=init))
+    cfg = train.TrainConfig(epochs=a.epochs, batch_size=128, lr=a.lr, warmup_epochs=a.warmup, augment=False,
+                            eval_every=a.epochs, log_every=25, wd_skip=())
+    train_set = data.fashion_mnist("train", a.n_train if a.n_train < 60000 else None, seed=0)
+    test_set = data.fashion_mnist("test", 2000, seed=0)
+    history = train.fit(model, train_set, test_set, cfg, progress=False)
+    out = {"name": a.name, "argv": vars(a), "losses": [round(s["loss"], 4) for s in history.steps],
+           "acc": history.final(), "sec": history.seconds}
+    print(json.dumps(out))
+    os.makedirs("/tmp/ls_pilot", exist_ok=True)
+    with open(f"/tmp/ls_pilot/{a.name}.json", "w") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    main()

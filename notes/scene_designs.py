@@ -5,20 +5,21 @@
 For each design: k-NN (k=20, T=0.07; bank 20,000 train scenes, 2,000 test scenes) of raw pixels, of the
 bundled DINO teacher and of the bundled supervised ViT, both trained on ``scenes.DINO_SCENES``: a proxy,
 before retraining, for how much each feature space suffers from the change. The table in
-notes/dino_runs.md was measured with the r19 checkpoints (20,000 scenes), bundled at the time.
+notes/dino_runs.md was measured at commit 520f35c with the r19 checkpoints (20,000 scenes), bundled at
+the time; run today, it uses the bundled 60,000-scene checkpoints.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 from dataclasses import replace
 
 import torch
 
-from vislearn import weights
-from vislearn.evaluation import extract_features, knn_accuracy
-from vislearn.scenes import DINO_SCENES, train_test_scenes
+from vislearn.analysis.evaluation import extract_features, knn_accuracy
+from vislearn.data.scenes import DINO_SCENES, train_test_scenes
+from vislearn.train import weights
 
 DESIGNS = {
     "base": {},
@@ -46,4 +47,6 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("designs", nargs="*", choices=[[], *DESIGNS], help="default: all")
+    main(parser.parse_args().designs)

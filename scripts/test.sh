@@ -31,7 +31,7 @@ shopt -s nullglob
 notebooks=(notebooks/*.ipynb)
 shopt -u nullglob
 
-step "lint (ruff, notebooks included)" ruff check vislearn tests notebooks
+step "lint (ruff: library, tests, notebooks, notes, benchmarks)" ruff check vislearn tests notebooks notes benchmarks
 if [ "${#notebooks[@]}" -gt 0 ]; then
     step "notebooks are stored without outputs (nbstripout --verify)" nbstripout --verify "${notebooks[@]}"
 else

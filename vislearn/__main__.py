@@ -1,8 +1,8 @@
-"""``python -m vislearn ...``: the same as the ``vislearn`` command (see ``vislearn.cli``)."""
+"""``python -m vislearn ...``: the same as the ``vislearn`` command (see ``vislearn.course.cli``)."""
 
 import sys
 
-from vislearn.cli import main
+from vislearn.course.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

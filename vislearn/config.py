@@ -1,6 +1,6 @@
 """Presets, device choice, seeding and parameter checks: the first call of every notebook.
 
-Every notebook starts with ``cfg = vislearn.setup(preset=PRESET, device=DEVICE, seed=SEED)``.
+Every notebook starts with ``setup = vislearn.setup(preset=PRESET, device=DEVICE, seed=SEED)``.
 It resolves ``auto`` values, seeds every random number generator, prints what it chose, and
 turns a bad parameter into one short error that names the allowed values.
 
@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import platform
 import random
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -101,14 +102,19 @@ def seed_everything(seed: int) -> torch.Generator:
 
 @dataclass(frozen=True)
 class Setup:
-    """What ``setup`` resolved. ``pick`` chooses a value by preset."""
+    """What ``setup`` resolved. ``pick`` chooses a value by preset; ``seconds`` says how long ago it ran."""
 
     preset: str
     device: torch.device
     seed: int
+    started: float = field(default_factory=time.perf_counter, compare=False)  # perf_counter() at setup
+
+    def seconds(self) -> float:
+        """Seconds since ``setup`` (a notebook's running time, for its results table)."""
+        return time.perf_counter() - self.started
 
     def pick(self, **by_preset: Any) -> Any:
-        """Return the value for the current preset: ``cfg.pick(smoke=256, classroom=10_000, full=None)``."""
+        """Return the value for the current preset: ``setup.pick(smoke=256, classroom=10_000, full=None)``."""
         missing = [p for p in PRESETS if p not in by_preset]
         unknown = [p for p in by_preset if p not in PRESETS]
         if missing or unknown:
@@ -130,8 +136,9 @@ def setup(preset: str = "auto", device: str = "auto", seed: int = 0, *, verbose:
         seed: a non-negative integer; every random number generator is seeded with it.
         verbose: print one line saying what was resolved.
     """
-    cfg = Setup(preset=resolve_preset(preset), device=resolve_device(device), seed=check_int("seed", seed, minimum=0))
-    seed_everything(cfg.seed)
+    chosen = Setup(preset=resolve_preset(preset), device=resolve_device(device),
+                   seed=check_int("seed", seed, minimum=0))
+    seed_everything(chosen.seed)
     if verbose:
-        print(cfg.describe())
-    return cfg
+        print(chosen.describe())
+    return chosen

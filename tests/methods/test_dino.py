@@ -1,0 +1,156 @@
+"""vislearn.methods.dino: schedules, EMA, the loss by hand, centering, head, backbone, hub weights."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vislearn.data import photos
+from vislearn.methods import dino as D
+from vislearn.models.layers import resize_pos_embed
+from vislearn.models.vit import VisionTransformer, ViTConfig
+from vislearn.train import weights
+
+
+def tiny_vit(**kw) -> VisionTransformer:
+    cfg = dict(img_size=16, patch_size=4, in_chans=3, num_classes=0, embed_dim=16, depth=1, num_heads=2)
+    return VisionTransformer(ViTConfig(**{**cfg, **kw}))
+
+
+def test_cosine_schedule_endpoints_and_shape():
+    s = D.cosine_schedule(1.0, 0.1, total_steps=100, warmup_steps=10, warmup_start=0.0)
+    assert s.shape == (100,)
+    assert s[0] == 0.0 and s[10] == pytest.approx(1.0) and s[-1] == pytest.approx(0.1)
+    assert np.all(np.diff(s[:11]) > 0) and np.all(np.diff(s[10:]) <= 0)
+    m = D.cosine_schedule(0.996, 1.0, total_steps=50)               # teacher momentum goes up to 1
+    assert m[0] == pytest.approx(0.996) and m[-1] == pytest.approx(1.0) and np.all(np.diff(m) >= 0)
+    assert m[25] == pytest.approx(0.996 + 0.004 * 0.5 * (1 - math.cos(math.pi * 25 / 49)))
+
+
+def test_teacher_temperature_warmup():
+    t = D.teacher_temperature_schedule(0.04, 0.07, warmup_steps=4, total_steps=10)
+    assert t.shape == (10,)
+    assert t[0] == pytest.approx(0.04) and t[3] == pytest.approx(0.07) and np.all(t[3:] == 0.07)
+    assert t[1] == pytest.approx(0.05)
+
+
+def test_ema_update_math():
+    student, teacher = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    s0 = [p.clone() for p in student.parameters()]
+    t0 = [p.clone() for p in teacher.parameters()]
+    D.ema_update(teacher, student, 0.9)
+    for pt, t, s in zip(teacher.parameters(), t0, s0, strict=True):
+        assert torch.allclose(pt, 0.9 * t + 0.1 * s)
+    D.ema_update(teacher, student, 0.0)                               # momentum 0: a copy
+    assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), student.parameters(), strict=True))
+
+
+def _softmax(v, temp):
+    e = [math.exp(x / temp) for x in v]
+    return [x / sum(e) for x in e]
+
+
+def test_loss_equals_hand_computation():
+    """B=1, K=3, two global views and one local: the mean over the 4 pairs (i, v != i) of
+    -sum_k p_teacher_i(k) log p_student_v(k), with a zero centre at step 0."""
+    t = [[1.0, 0.0, -1.0], [0.2, 0.4, 0.0]]
+    s = [[0.3, -0.2, 0.1], [0.0, 0.5, -0.5], [-0.3, 0.3, 0.2]]
+    loss_fn = D.DINOLoss(3, teacher_temps=0.5, student_temp=0.2, center_momentum=0.9)
+    loss, stats = loss_fn([torch.tensor([x]) for x in s], [torch.tensor([x]) for x in t])
+    expected, pairs = 0.0, 0
+    for i, ti in enumerate(t):
+        p = _softmax(ti, 0.5)
+        for v, sv in enumerate(s):
+            if v != i:
+                q = _softmax(sv, 0.2)
+                expected += -sum(pk * math.log(qk) for pk, qk in zip(p, q, strict=True))
+                pairs += 1
+    assert pairs == 4
+    assert loss.item() == pytest.approx(expected / pairs, rel=1e-5)
+    h = [-sum(pk * math.log(pk) for pk in _softmax(ti, 0.5)) for ti in t]
+    assert stats["teacher_entropy"] == pytest.approx(sum(h) / 2, rel=1e-5)
+    assert stats["kl"] == pytest.approx(expected / pairs - sum(h) / 2, rel=1e-4)
+
+
+def test_centering_update_and_use():
+    loss_fn = D.DINOLoss(3, teacher_temps=1.0, student_temp=1.0, center_momentum=0.9)
+    t = [torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]), torch.tensor([[0.0, 0.0, 6.0], [2.0, 2.0, 2.0]])]
+    s = [torch.zeros(2, 3)] * 2
+    loss_fn(s, t)
+    assert torch.allclose(loss_fn.center, 0.1 * torch.tensor([[1.5, 1.5, 3.0]]))
+    loss_fn(s, t)
+    assert torch.allclose(loss_fn.center, 0.19 * torch.tensor([[1.5, 1.5, 3.0]]))
+    centred = loss_fn.teacher_probs([torch.tensor([[0.0, 0.0, 0.0]])], step=0)[0]
+    assert torch.allclose(centred, torch.softmax(-loss_fn.center, -1))
+
+
+def test_teacher_temperature_per_step():
+    loss_fn = D.DINOLoss(4, teacher_temps=np.array([0.04, 0.05, 0.06]))
+    assert loss_fn.teacher_temp(1) == pytest.approx(0.05) and loss_fn.teacher_temp(99) == pytest.approx(0.06)
+
+
+def test_head_output_is_a_cosine():
+    head = D.DINOHead(16, 32, hidden_dim=24, bottleneck_dim=8)
+    x = torch.randn(4, 16)
+    out = head(x)
+    assert out.shape == (4, 32)
+    z = torch.nn.functional.normalize(head.mlp(x), dim=-1)
+    w = head.last_layer.weight
+    assert torch.allclose(w.norm(dim=1), torch.ones(32), atol=1e-6)      # prototypes of unit norm
+    assert torch.allclose(out, z @ torch.nn.functional.normalize(head.last_layer.weight_v, dim=1).T, atol=1e-6)
+    assert out.abs().max() <= 1 + 1e-6
+    assert not head.last_layer.weight_g.requires_grad
+    assert D.DINOHead(16, 32, norm_last_layer=False).last_layer.weight_g.requires_grad
+
+
+def test_backbone_on_local_crops_interpolates_positions():
+    vit = tiny_vit()
+    assert vit.positions(4) is vit.pos_embed
+    assert vit.positions(2).shape == (1, 1 + 4, 16)
+    torch.testing.assert_close(vit.positions(2), resize_pos_embed(vit.pos_embed, 2, 1, antialias=False))
+    x = torch.randn(3, 3, 16, 16)
+    assert torch.allclose(D.backbone_features(vit, x), vit.forward_head(vit.forward_features(x), pre_logits=True))
+    assert D.backbone_features(vit, torch.randn(3, 3, 8, 8)).shape == (3, 16)
+
+
+def test_dino_wrapper_teacher_is_a_frozen_copy():
+    model = D.DINO(tiny_vit(), out_dim=8, hidden_dim=16, bottleneck_dim=4)
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(model.teacher.parameters(), model.student.parameters(),
+                                                 strict=True))
+    crops = [torch.randn(2, 3, 16, 16)] * 2 + [torch.randn(2, 3, 8, 8)] * 2
+    out = model.student_scores(crops)
+    assert [tuple(o.shape) for o in out] == [(2, 8)] * 4
+    model.train()
+    assert model.student.training and not model.teacher.training
+
+
+def test_hub_dino_from_a_local_file_and_photo_batch(tmp_path):
+    """weights='hub' offline: timm loads the 'published' DINO ViT-S/16 from a local file we wrote, and
+    hub_dino returns it with our converted ViT, equal on real photos; attention is 6 heads on 14 x 14."""
+    import timm
+    from safetensors.torch import save_file
+
+    from vislearn.analysis.evaluation import cls_attention_maps
+
+    reference = timm.create_model(weights.HUB_DINO, pretrained=False)
+    assert reference.num_classes == 0                       # the published DINO backbone has no head
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+    path = tmp_path / "dino_vits16.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    hub, ours = weights.hub_dino(file=path)
+    x, shown = photos.photo_batch(hub, ("chelsea", "coffee"))
+    assert x.shape == (2, 3, 224, 224) and shown.min() >= 0 and shown.max() <= 1
+    assert abs(float(x.mean())) < 1.5 and float(shown.std()) > 0.05          # normalized inputs of real photos
+    with torch.no_grad():
+        ref = hub.forward_head(hub.forward_features(x), pre_logits=True)
+        assert torch.equal(ref, reference.eval().forward_head(reference.forward_features(x), pre_logits=True))
+        assert (ours.forward_head(ours.forward_features(x), pre_logits=True) - ref).abs().max() < 1e-4
+    maps = cls_attention_maps(ours, x)
+    assert maps.shape == (2, 6, 14, 14) and (maps.sum((2, 3)) <= 1 + 1e-5).all()

@@ -1,0 +1,1 @@
+"""The ideas themselves: distillation, DINO, k-means and product quantization, ... one file each."""

@@ -1,0 +1,248 @@
+"""DINO: self-distillation with no labels (Caron et al., 2021, "Emerging Properties in
+Self-Supervised Vision Transformers"), from scratch: head, loss, schedules, student and EMA teacher.
+
+A *student* network learns to predict, from any crop of an image, what a *teacher* network says
+about the big crops of the same image. The teacher is not trained by gradients: it is an
+exponential moving average (EMA) of the student. Both end in a ``DINOHead`` whose K outputs are
+turned into a distribution over K "prototypes" by a softmax with a temperature. Two things keep
+this from collapsing to a constant: the teacher's outputs are *centred* (a running mean is
+subtracted, so no prototype can win for every image) and *sharpened* (a low teacher temperature,
+so each image's distribution is peaked). No labels are used anywhere.
+
+Mapped to the reference implementation (facebookresearch/dino, ``main_dino.py``):
+
+- ``DINOHead``: MLP -> bottleneck -> L2 normalization -> weight-normalized linear layer.
+- ``DINOLoss``: cross-entropy between the centred, sharpened teacher and the student over every
+  pair of (teacher global view, student view) with different views; centre updated by EMA; teacher
+  temperature warmed up. No ``torch.distributed``: one process, one batch, one mean.
+- ``cosine_schedule``: learning rate, weight decay and teacher momentum as arrays (they plot).
+- ``DINO``: student and teacher (backbone + head) and ``ema_update``. The backbone is our ViT, whose
+  ``embed`` resizes its position table for the small local crops (``interpolate_pos_encoding``).
+
+The multi-crop augmentation is ``vislearn.data.augment.MultiCrop``; the single-process training
+loop is ``vislearn.methods.dino_training``; the recipes ``dino_scenes`` and ``vit_scenes`` are in
+``vislearn/recipes/nb05_dino.py``. Built in notebook 05.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.vit import VisionTransformer
+
+
+def backbone_features(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pooled features (B, D) of images (B, C, s, s) for any s that is a whole number of patches
+    (the position table is resized to the crop's grid by the model's ``embed``)."""
+    return vit.forward_head(vit.forward_features(x), pre_logits=True)
+
+
+# --- Head, loss, schedules ---------------------------------------------------------------------------
+
+
+class WeightNormLinear(nn.Module):
+    """A linear layer without bias whose weight rows are ``g * v / |v|`` (Salimans & Kingma, 2016).
+
+    With ``fix_norm`` (DINO's ``norm_last_layer=True``) g stays 1: every output is the cosine
+    between the input and one prototype direction, which stabilizes training.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, fix_norm: bool = True):
+        super().__init__()
+        self.weight_v = nn.Parameter(torch.empty(out_dim, in_dim))
+        nn.init.trunc_normal_(self.weight_v, std=0.02)
+        self.weight_g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not fix_norm)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.weight_g * F.normalize(self.weight_v, dim=1)   # (out, in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+class DINOHead(nn.Module):
+    """Features (B, D) -> MLP -> bottleneck -> L2-normalize -> weight-normed linear -> (B, K) scores."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, hidden_dim: int = 512, bottleneck_dim: int = 128,
+                 n_layers: int = 3, norm_last_layer: bool = True):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
+        layers: list[nn.Module] = []
+        for i in range(n_layers):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < n_layers - 1:
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, fix_norm=norm_last_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(self.mlp(x), dim=-1)    # (B, bottleneck), unit length
+        return self.last_layer(x)               # (B, K)
+
+
+def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0,
+                    warmup_start: float = 0.0) -> np.ndarray:
+    """One value per step: linear warmup from ``warmup_start`` to ``base``, then a half cosine from
+    ``base`` down (or up) to exactly ``final`` at the last step. Shape (total_steps,)."""
+    warmup_steps = min(warmup_steps, total_steps)
+    warm = np.linspace(warmup_start, base, warmup_steps, endpoint=False) if warmup_steps else np.zeros(0)
+    n = total_steps - warmup_steps
+    t = np.arange(n) / max(1, n - 1)
+    cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * t))
+    return np.concatenate([warm, cos])
+
+
+def teacher_temperature_schedule(start: float, final: float, warmup_steps: int,
+                                 total_steps: int) -> np.ndarray:
+    """Linear warm-up of the teacher temperature from ``start`` to ``final``, then constant.
+
+    A teacher too sharp too early can collapse the student onto one prototype; the paper warms
+    it from 0.04 to its final value over the first 30 epochs."""
+    warmup_steps = min(warmup_steps, total_steps)
+    return np.concatenate([np.linspace(start, final, warmup_steps),
+                           np.full(total_steps - warmup_steps, final)])
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of distributions over the last axis."""
+    return -(p * p.clamp(min=1e-12).log()).sum(-1)
+
+
+class DINOLoss(nn.Module):
+    """Cross-entropy from the centred, sharpened teacher to the student, over all view pairs.
+
+    For every teacher view i (the 2 global crops) and every student view v (all crops) with
+    v != i: ``H(softmax((t_i - c) / tau_t), softmax(s_v / tau_s))``, averaged over pairs and images.
+    We skip pairs where student and teacher see the same view: predicting yourself teaches nothing.
+
+    Args:
+        out_dim: K, the number of prototypes.
+        teacher_temps: teacher temperature per step, (steps,); see ``teacher_temperature_schedule``.
+        student_temp: student temperature (0.1 in the paper).
+        center_momentum: EMA rate of the centre c (0.9 in the paper).
+    """
+
+    def __init__(self, out_dim: int, teacher_temps: np.ndarray | float, student_temp: float = 0.1,
+                 center_momentum: float = 0.9):
+        super().__init__()
+        self.teacher_temps = np.atleast_1d(np.asarray(teacher_temps, dtype=np.float64))
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def teacher_temp(self, step: int) -> float:
+        return float(self.teacher_temps[min(step, len(self.teacher_temps) - 1)])
+
+    def teacher_probs(self, teacher_out: list[torch.Tensor], step: int) -> list[torch.Tensor]:
+        """Centre and sharpen the teacher's scores: softmax((t - c) / tau_t), per global view."""
+        return [F.softmax((t - self.center) / self.teacher_temp(step), dim=-1) for t in teacher_out]
+
+    def forward(self, student_out: list[torch.Tensor], teacher_out: list[torch.Tensor],
+                step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+        """
+        Args:
+            student_out: one (B, K) score tensor per crop, the teacher's views first.
+            teacher_out: one (B, K) score tensor per global crop.
+            step: training step (picks the teacher temperature).
+        Returns:
+            the loss, and diagnostics: teacher entropy (per image, mean), entropy of the teacher's
+            mean distribution (over the batch), KL(teacher || student), centre norm, temperature.
+        """
+        teacher = [p.detach() for p in self.teacher_probs(teacher_out, step)]
+        student = [F.log_softmax(s / self.student_temp, dim=-1) for s in student_out]
+        total, kl, pairs = 0.0, 0.0, 0
+        for i, t in enumerate(teacher):
+            for v, log_s in enumerate(student):
+                if v == i:
+                    continue
+                ce = -(t * log_s).sum(-1).mean()
+                total = total + ce
+                kl += (ce - entropy(t).mean()).item()
+                pairs += 1
+        loss = total / pairs
+        probs = torch.cat(teacher)                                          # (2B, K)
+        stats = {"teacher_entropy": entropy(probs).mean().item(),
+                 "teacher_batch_entropy": entropy(probs.mean(0)).item(),
+                 "kl": kl / pairs, "center_norm": self.center.norm().item(),
+                 "teacher_temp": self.teacher_temp(step)}
+        self.update_center(teacher_out)
+        return loss, stats
+
+    @torch.no_grad()
+    def update_center(self, teacher_out: list[torch.Tensor]) -> None:
+        """c <- m c + (1 - m) mean of this batch's teacher scores (one process: no all-reduce)."""
+        batch_center = torch.cat(teacher_out).mean(dim=0, keepdim=True)     # (1, K)
+        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
+
+
+# --- Student, teacher, EMA ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """teacher <- momentum * teacher + (1 - momentum) * student, parameter by parameter."""
+    for pt, ps in zip(teacher.parameters(), student.parameters(), strict=True):
+        pt.mul_(momentum).add_(ps.detach(), alpha=1 - momentum)
+
+
+class DINO(nn.Module):
+    """A student (backbone + head) trained by gradients, and a teacher (a copy) updated by EMA.
+
+    Args:
+        backbone: a ViT without classification head (``num_classes=0``): it returns features.
+        out_dim, hidden_dim, bottleneck_dim, norm_last_layer: the DINOHead's sizes.
+    """
+
+    def __init__(self, backbone: VisionTransformer, out_dim: int = 1024, *, hidden_dim: int = 512,
+                 bottleneck_dim: int = 128, norm_last_layer: bool = True):
+        super().__init__()
+        head = DINOHead(backbone.cfg.embed_dim, out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim,
+                        norm_last_layer=norm_last_layer)
+        self.student = nn.ModuleDict({"backbone": backbone, "head": head})
+        self.teacher = copy.deepcopy(self.student)       # starts equal to the student
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()                              # no drop-path in the teacher
+
+    def train(self, mode: bool = True) -> DINO:
+        self.student.train(mode)
+        self.teacher.eval()
+        return self
+
+    @staticmethod
+    def _run(net: nn.ModuleDict, crops: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Scores of every crop. Crops of the same size go through the backbone together."""
+        out: list[torch.Tensor] = []
+        i = 0
+        while i < len(crops):
+            j = i
+            while j < len(crops) and crops[j].shape[-1] == crops[i].shape[-1]:
+                j += 1
+            scores = net["head"](backbone_features(net["backbone"], torch.cat(crops[i:j])))  # ((j-i) B, K)
+            out += list(scores.chunk(j - i))
+            i = j
+        return out
+
+    def student_scores(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self._run(self.student, crops)
+
+    @torch.no_grad()
+    def teacher_scores(self, global_crops: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self._run(self.teacher, global_crops)
+
+    def update_teacher(self, momentum: float) -> None:
+        ema_update(self.teacher, self.student, momentum)
+
+    @property
+    def teacher_backbone(self) -> VisionTransformer:
+        return self.teacher["backbone"]

@@ -1,0 +1,222 @@
+"""DINO's training loop in one process, its settings, diagnostics and the evaluation it runs.
+
+``train_dino`` follows ``train_one_epoch`` of facebookresearch/dino: per step, multi-crop the batch,
+set the scheduled learning rate and weight decay, teacher scores on the 2 global crops, student
+scores on all crops, the DINO loss, backward, gradient clipping, the prototypes frozen during the
+first epoch, an optimizer step and the EMA update of the teacher. It records per-step diagnostics
+(loss, teacher entropy, KL, centre norm, lr, momentum) and evaluates the teacher every
+``eval_every`` steps with the function it is given (weighted k-NN and attention Jaccard on scenes in
+notebook 05: ``vislearn.analysis.evaluation.backbone_evaluator``). Built in notebook 05.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.augment import MultiCrop, MultiCropConfig
+from ..train.loop import param_groups
+from .dino import DINO, DINOLoss, cosine_schedule, teacher_temperature_schedule
+
+
+@dataclass
+class DINOConfig:
+    epochs: float = 30                 # passes over the training images
+    batch_size: int = 64               # images per step (each gives 2 + n_local crops)
+    lr: float = 1e-3                   # peak learning rate of AdamW, after warmup
+    min_lr: float = 1e-5               # learning rate at the end of the cosine decay
+    warmup_epochs: float = 2           # linear learning-rate warmup
+    weight_decay: float = 0.04         # weight decay at the start ...
+    weight_decay_end: float = 0.4      # ... and at the end (cosine), as in the paper
+    momentum_teacher: float = 0.996    # teacher EMA momentum at the start; cosine to 1 at the end
+    out_dim: int = 1024                # K, number of prototypes
+    hidden_dim: int = 512              # width of the head's MLP
+    bottleneck_dim: int = 128          # width before the L2 normalization
+    norm_last_layer: bool = True       # fix the prototypes' norm to 1 (stabler)
+    teacher_temp: float = 0.04         # teacher temperature after warm-up
+    warmup_teacher_temp: float = 0.04  # teacher temperature at step 0
+    warmup_teacher_temp_epochs: float = 0  # linear warm-up of the teacher temperature
+    student_temp: float = 0.1          # student temperature
+    center_momentum: float = 0.9       # EMA rate of the teacher centre (1.0: it stays 0, no centering)
+    freeze_last_layer_epochs: float = 1  # keep the prototypes fixed at first (helps escape collapse)
+    clip_grad: float | None = 3.0      # max gradient norm per parameter tensor group (None: off)
+    drop_path: float = 0.1             # stochastic depth of the student
+    crops: MultiCropConfig = field(default_factory=MultiCropConfig)
+    log_every: int = 10                # record the diagnostics every this many steps
+    eval_every: int = 0                # evaluate the teacher every this many steps (0: only at the end)
+
+
+@dataclass
+class DINOSchedules:
+    """Per-step values, precomputed as arrays (as in the reference code), so they plot."""
+
+    lr: np.ndarray
+    weight_decay: np.ndarray
+    momentum: np.ndarray
+    teacher_temp: np.ndarray
+
+    @classmethod
+    def from_config(cls, cfg: DINOConfig, steps_per_epoch: int) -> DINOSchedules:
+        total = max(1, round(cfg.epochs * steps_per_epoch))
+        warmup = min(total // 2, round(cfg.warmup_epochs * steps_per_epoch))
+        return cls(lr=cosine_schedule(cfg.lr, cfg.min_lr, total, warmup),
+                   weight_decay=cosine_schedule(cfg.weight_decay, cfg.weight_decay_end, total),
+                   momentum=cosine_schedule(cfg.momentum_teacher, 1.0, total),
+                   teacher_temp=teacher_temperature_schedule(
+                       cfg.warmup_teacher_temp, cfg.teacher_temp,
+                       round(cfg.warmup_teacher_temp_epochs * steps_per_epoch), total))
+
+    def plot(self):
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 4, figsize=(12, 2.6))
+        for ax, (name, values) in zip(axes, asdict(self).items(), strict=True):
+            ax.plot(values)
+            ax.set(title=name, xlabel="step")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        return fig
+
+
+@dataclass
+class DINOHistory:
+    """Diagnostics per logged step, teacher evaluations, and timings."""
+
+    steps: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0               # training time, evaluations excluded
+    images_per_second: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DINOHistory:
+        return cls(**{k: d[k] for k in ("steps", "evals", "seconds", "images_per_second") if k in d})
+
+    def plot(self, keys: tuple[str, ...] = ("loss", "teacher_entropy", "teacher_batch_entropy", "kl")):
+        """The diagnostics against epochs, and the teacher's k-NN accuracy and Jaccard if evaluated."""
+        import matplotlib.pyplot as plt
+
+        n = len(keys) + bool(self.evals)
+        fig, axes = plt.subplots(1, n, figsize=(3 * n, 2.6), squeeze=False)
+        axes = axes[0]
+        for ax, key in zip(axes, keys, strict=False):
+            ax.plot([s["epoch"] for s in self.steps], [s[key] for s in self.steps], lw=1)
+            ax.set(title=key, xlabel="epoch")
+            ax.grid(alpha=0.3)
+        if self.evals:
+            ax = axes[-1]
+            for key in ("knn", "jaccard"):
+                ax.plot([e["epoch"] for e in self.evals], [e[key] for e in self.evals], "o-", ms=3, label=key)
+            ax.set(title="teacher", xlabel="epoch")
+            ax.legend()
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        return fig
+
+
+def same_steps(cfg: DINOConfig, from_images: int, to_images: int) -> DINOConfig:
+    """``cfg`` for ``to_images`` training images with the schedules, step for step, of ``cfg`` on
+    ``from_images``: every length given in epochs is scaled by ``from_images / to_images``.
+
+    Notebook 05 reruns the first steps of the bundled recipe (60,000 scenes) on its 20,000.
+    """
+    k = from_images / to_images
+    return replace(cfg, epochs=cfg.epochs * k, warmup_epochs=cfg.warmup_epochs * k,
+                   warmup_teacher_temp_epochs=cfg.warmup_teacher_temp_epochs * k,
+                   freeze_last_layer_epochs=cfg.freeze_last_layer_epochs * k)
+
+
+def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, *,
+               evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+               device: torch.device | str = "cpu", seed: int = 0,
+               progress: bool = True, max_seconds: float | None = None,
+               max_steps: int | None = None) -> DINOHistory:
+    """Train ``dino`` on normalized images (N, C, H, W) with no labels; one process.
+
+    Args:
+        evaluate: ``evaluate(teacher_backbone) -> {"knn": ..., "jaccard": ...}``, called every
+            ``cfg.eval_every`` steps and at the end (e.g. ``vislearn.analysis.evaluation.backbone_evaluator``).
+        max_seconds: stop early after this much training time (schedules stay as planned).
+        max_steps: stop early after this many steps (schedules stay as planned: the first steps of
+            a long run, as in the collapse experiments of notebook 05).
+    """
+    cfg = cfg or DINOConfig()
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(images)
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    sched = DINOSchedules.from_config(cfg, steps_per_epoch)
+    total = len(sched.lr)
+    freeze_steps = round(cfg.freeze_last_layer_epochs * steps_per_epoch)
+    multicrop = MultiCrop(cfg.crops)
+    loss_fn = DINOLoss(cfg.out_dim, sched.teacher_temp, cfg.student_temp, cfg.center_momentum).to(device)
+    dino.to(device).train()
+    # DINO's reference (utils.get_params_groups) decays everything but biases and norms: skip=()
+    opt = torch.optim.AdamW(param_groups(dino.student, cfg.weight_decay, skip=()), lr=cfg.lr)
+    last_layer = list(dino.student["head"].last_layer.parameters())
+    history, running = DINOHistory(), []
+    train_time, seen, order = 0.0, 0, torch.empty(0, dtype=torch.long)
+    bar = tqdm(range(total), desc="DINO", disable=not progress, leave=True)
+
+    def run_eval(step: int) -> None:
+        if evaluate is None:
+            return
+        metrics = evaluate(dino.teacher_backbone)
+        history.evals.append({"step": step, "epoch": step / steps_per_epoch, "seconds": round(train_time, 1),
+                              **{k: round(v, 4) for k, v in metrics.items()}})
+        bar.write(f"step {step}: teacher k-NN {metrics['knn']:.3f}  Jaccard {metrics['jaccard']:.3f}  "
+                  f"({train_time / 60:.1f} min)")
+
+    for step in bar:
+        t0 = time.perf_counter()
+        pos = (step % steps_per_epoch) * cfg.batch_size
+        if pos == 0:
+            order = torch.randperm(n, generator=gen)
+        crops = [c.to(device) for c in multicrop(images[order[pos:pos + cfg.batch_size]], gen)]
+        for group in opt.param_groups:
+            group["lr"] = float(sched.lr[step])
+            group["weight_decay"] = float(sched.weight_decay[step]) if group["decay"] else 0.0
+        teacher_out = dino.teacher_scores(crops[:2])
+        student_out = dino.student_scores(crops)
+        loss, stats = loss_fn(student_out, teacher_out, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(dino.student.parameters(), cfg.clip_grad or math.inf).item()
+        if step < freeze_steps:       # the paper freezes the prototypes during the first epoch
+            for p in last_layer:
+                p.grad = None
+        opt.step()
+        dino.update_teacher(float(sched.momentum[step]))
+        train_time += time.perf_counter() - t0
+        seen += len(crops[0])
+        running.append({"loss": loss.item(), **stats, "grad_norm": grad_norm})
+        if (step + 1) % cfg.log_every == 0 or step + 1 == total or step + 1 == max_steps:
+            row = {k: sum(r[k] for r in running) / len(running) for k in running[0]}
+            history.steps.append({"step": step + 1, "epoch": (step + 1) / steps_per_epoch,
+                                  **{k: round(v, 5) for k, v in row.items()},
+                                  "lr": float(sched.lr[step]), "momentum": float(sched.momentum[step]),
+                                  "weight_decay": float(sched.weight_decay[step]),
+                                  "seconds": round(train_time, 1)})
+            bar.set_postfix(loss=f"{row['loss']:.3f}", H=f"{row['teacher_entropy']:.2f}",
+                            Hb=f"{row['teacher_batch_entropy']:.2f}", ips=f"{seen / train_time:.0f}")
+            running = []
+        done = (max_seconds is not None and train_time >= max_seconds) or \
+            (max_steps is not None and step + 1 >= max_steps)
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 != total and not done:
+            run_eval(step + 1)
+        if done:
+            break
+    history.seconds = train_time
+    history.images_per_second = seen / max(train_time, 1e-9)
+    run_eval(len(history.steps) and history.steps[-1]["step"])
+    return history

@@ -1,0 +1,56 @@
+"""The named training runs behind the bundled checkpoints: one module per notebook, found automatically.
+
+Each module here (``nb01_vit``, ``nb02_deit``, ...) defines ``RECIPES``, a tuple of
+``vislearn.train.Recipe``; ``all_recipes`` imports every module of this package and collects them, so
+a new notebook's recipes need no list to be edited. ``python -m vislearn.train --list`` shows them.
+
+    python -m vislearn.train vit_fmnist --preset full --out data/checkpoints
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from typing import Any
+
+from ..config import ParameterError, check_choice
+from ..train.recipe import Recipe, Trained, bundled, run, trained_or_bundled
+
+
+@functools.cache
+def all_recipes() -> dict[str, Recipe]:
+    """Every recipe of every module in this package, by name (modules in file order)."""
+    found: dict[str, Recipe] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for recipe in getattr(module, "RECIPES", ()):
+            if recipe.name in found:
+                raise ParameterError(f"recipe {recipe.name!r} is defined twice (in {module.__name__} and before)")
+            found[recipe.name] = recipe
+    return found
+
+
+def get(name: str) -> Recipe:
+    """The recipe called ``name``; an unknown name is a ParameterError listing the known ones."""
+    recipes = all_recipes()
+    check_choice("recipe", name, tuple(recipes))
+    return recipes[name]
+
+
+def run_recipe(name: str, preset: str = "auto", **kwargs: Any) -> Trained:
+    """Train recipe ``name`` (see ``vislearn.train.run`` for the options)."""
+    return run(get(name), preset, **kwargs)
+
+
+def load(name: str, setup) -> Trained:
+    """Recipe ``name`` trained in this run (``full`` preset) or its bundled checkpoint (other presets)."""
+    return trained_or_bundled(get(name), setup)
+
+
+def load_bundled(name: str, device="cpu") -> Trained:
+    """The bundled checkpoint of recipe ``name``, whatever the preset."""
+    return bundled(get(name), device)
+
+
+__all__ = ["all_recipes", "get", "run_recipe", "load", "load_bundled"]
