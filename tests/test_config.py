@@ -80,3 +80,12 @@ def test_setup_prints_and_picks(capsys):
 def test_parameter_error_renders_without_traceback():
     err = ParameterError("preset='x' is not allowed")
     assert err._render_traceback_() == ["\x1b[31mParameterError\x1b[0m: preset='x' is not allowed"]
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**70, -1, 1.5, "0"])
+def test_bad_seeds_are_one_line_errors(seed):
+    with pytest.raises(ParameterError, match=r"seed=.* must be an integer"):
+        seed_everything(seed)
+    with pytest.raises(ParameterError, match=r"seed=.* must be an integer"):
+        setup(seed=seed, verbose=False)
+    assert seed_everything(2**63 - 1) is not None                     # the largest torch accepts

@@ -48,13 +48,18 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
-def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """Return ``value`` as an int, or raise a ParameterError that says what was expected."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ParameterError(f"{name}={value!r} must be an integer")
     if minimum is not None and value < minimum:
         raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ParameterError(f"{name}={value!r} must be an integer <= {maximum}")
     return int(value)
+
+
+MAX_SEED = 2**63 - 1   # torch.manual_seed takes a signed 64-bit integer
 
 
 def resolve_preset(preset: str = "auto") -> str:
@@ -93,7 +98,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); return a torch Generator seeded the same way."""
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -137,7 +142,7 @@ def setup(preset: str = "auto", device: str = "auto", seed: int = 0, *, verbose:
         verbose: print one line saying what was resolved.
     """
     chosen = Setup(preset=resolve_preset(preset), device=resolve_device(device),
-                   seed=check_int("seed", seed, minimum=0))
+                   seed=check_int("seed", seed, minimum=0, maximum=MAX_SEED))
     seed_everything(chosen.seed)
     if verbose:
         print(chosen.describe())

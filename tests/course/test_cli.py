@@ -45,9 +45,9 @@ def fake_run(monkeypatch, tmp_path):
     state = types.SimpleNamespace(calls=[], failed=[])
 
     def run_series(notebooks=None, preset="auto", device="auto", out=None, timeout=None, progress=True,
-                   *, notebooks_dir=None):
+                   *, notebooks_dir=None, force=False):
         state.calls.append(dict(notebooks=notebooks, preset=preset, device=device, out=out, timeout=timeout,
-                                progress=progress, notebooks_dir=notebooks_dir))
+                                progress=progress, notebooks_dir=notebooks_dir, force=force))
         results = {"preset": "smoke", "seconds": 1.0, "notebooks": {"01_a": {}, "02_b": {}}}
         return runner.RunSummary(out=tmp_path / "run", results=results, failed=list(state.failed))
 
@@ -69,10 +69,10 @@ def test_run_end_to_end_with_a_failing_notebook(series, tmp_path, capsys):
 
 def test_run_forwards_arguments_and_exits_0(fake_run, capsys):
     code = cli.main(["run", "01", "02_b.ipynb", "--preset", "classroom", "--device", "cpu", "--out", "x",
-                     "--timeout", "90", "--notebooks-dir", "nbs"])
+                     "--timeout", "90", "--notebooks-dir", "nbs", "--force"])
     assert code == 0
     assert fake_run.calls == [dict(notebooks=["01", "02_b.ipynb"], preset="classroom", device="cpu", out="x",
-                                   timeout=90.0, progress=True, notebooks_dir="nbs")]
+                                   timeout=90, progress=True, notebooks_dir="nbs", force=True)]
     assert "report: " in capsys.readouterr().out
 
 
@@ -91,7 +91,7 @@ def test_run_exits_1_when_a_notebook_failed(fake_run, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["run", "--preset", "fast"], "invalid choice: 'fast'"),
     (["run", "--device", "tpu"], "invalid choice: 'tpu'"),
-    (["run", "--timeout", "soon"], "invalid float value: 'soon'"),
+    (["run", "--timeout", "soon"], "--timeout='soon' must be a positive whole number of seconds"),
     (["dance"], "invalid choice: 'dance'"),
     ([], "the following arguments are required"),
 ])

@@ -183,7 +183,7 @@ def test_ambiguous_number_and_empty_folder(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(preset="fast"), r"preset='fast' is not allowed; choose one of: 'auto', 'smoke'"),
     (dict(device="tpu"), r"device='tpu' is not allowed"),
-    (dict(timeout=0), r"timeout=0 must be a positive number"),
+    (dict(timeout=0), r"timeout=0 must be a positive whole number of seconds"),
     (dict(notebooks=["nope"]), r"'nope' not found"),
 ])
 def test_bad_arguments_fail_before_running(series, tmp_path, kwargs, match):

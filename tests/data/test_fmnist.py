@@ -118,3 +118,44 @@ def test_real_fashion_mnist():
     # the normalization constants are the training set's own statistics
     assert abs(train.mean() / 255 - data.FASHION_MNIST_MEAN) < 1e-4
     assert abs((train / 255).std() - data.FASHION_MNIST_STD) < 1e-4
+
+
+# --- bad folders, bad files, bad limits: one error that names the file or the value ----------------------
+
+
+def test_vislearn_data_that_is_missing_empty_or_incomplete_is_an_error(no_local_copies, monkeypatch):
+    monkeypatch.setenv(data.DATA_ENV, str(no_local_copies / "nowhere"))
+    with pytest.raises(data.DataNotFoundError, match=r"\$VISLEARN_DATA=.*nowhere is not a folder"):
+        data.find_fashion_mnist(download=False)
+    empty = no_local_copies / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(data.DATA_ENV, str(empty))
+    with pytest.raises(data.DataNotFoundError, match=r"lacks train-images-idx3-ubyte\(.gz\), train-labels"):
+        data.find_fashion_mnist(download=False)
+    make_fake_fmnist(empty)
+    (empty / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(data.DataNotFoundError, match=r"lacks t10k-labels-idx1-ubyte\(.gz\); copy"):
+        data.find_fashion_mnist(download=True, downloader=lambda root: pytest.fail("must not download"))
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: p.write_bytes(p.read_bytes()[:40]), "cannot be read"),       # a truncated .gz
+    (lambda p: p.write_bytes(b""), "cannot be read|not an idx file"),        # a zero-byte file
+    (lambda p: p.with_suffix("").write_bytes(b"") or p.unlink(), "not an idx file .*0 bytes"),
+    (lambda p: p.with_suffix("").write_bytes(b"\x00\x00\x08\x03\x00") or p.unlink(), "truncated inside its header"),
+])
+def test_damaged_idx_files_name_the_file(no_local_copies, monkeypatch, damage, words):
+    folder = no_local_copies / "mine"
+    make_fake_fmnist(folder)
+    damage(folder / "t10k-images-idx3-ubyte.gz")
+    monkeypatch.setenv(data.DATA_ENV, str(folder))
+    with pytest.raises(data.DataError, match=rf"t10k-images-idx3-ubyte.*({words})"):
+        data.fashion_mnist("test")
+
+
+@pytest.mark.parametrize("limit", [0, -5, 2.5, "10", True])
+def test_bad_limits(no_local_copies, monkeypatch, limit):
+    make_fake_fmnist(no_local_copies / "mine")
+    monkeypatch.setenv(data.DATA_ENV, str(no_local_copies / "mine"))
+    with pytest.raises(ParameterError, match=r"limit=.* must be an integer"):
+        data.fashion_mnist("test", limit)

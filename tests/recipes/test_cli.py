@@ -80,3 +80,25 @@ def test_vislearn_train_dino_scenes_smoke_into_a_scratch_folder(tmp_path):
     assert model.cfg.num_classes == 0                           # the teacher's backbone: features, no head
     history = weights.read_history("dino_scenes", out)
     assert history["steps"] and history["evals"] and "teacher_entropy" in history["steps"][0]
+
+
+def test_ctrl_c_during_training_is_one_line_and_saves_nothing(tmp_path):
+    import signal
+    import threading
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "vislearn.train", "vit_fmnist", "--preset", "smoke", "--out",
+                             str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.time() + 180
+    while "training:" not in "".join(err) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert "training:" in "".join(err), "".join(err)[-2000:]
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    text = "".join(err)
+    assert proc.returncode == 130 and "Traceback" not in text and "interrupted: nothing was saved" in text
+    assert not weights.read_manifest(tmp_path / "out")                  # the folder holds no checkpoint

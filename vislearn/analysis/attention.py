@@ -48,6 +48,10 @@ def rollout(attentions: list[torch.Tensor], residual: float = 0.5, head_fusion: 
     """
     if head_fusion not in ("mean", "max"):
         raise ValueError(f"head_fusion={head_fusion!r}; choose 'mean' or 'max'")
+    if len(attentions) == 0:
+        raise ValueError("rollout needs the attention of at least one layer, got an empty list")
+    if not 0 <= residual <= 1:
+        raise ValueError(f"residual={residual!r} must be in [0, 1] (the weight of the skip connection)")
     result = None
     for attn in attentions:
         a = attn.mean(1) if head_fusion == "mean" else attn.amax(1)   # (B, T, T)

@@ -64,6 +64,16 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
     Returns:
         (M, classes) summed vote weights; ``argmax(1)`` is the prediction.
     """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} must be a positive integer (neighbours that vote)")
+    if train_features.ndim != 2 or test_features.ndim != 2 or train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(f"features must be (N, D) and (M, D) with the same D; got {tuple(train_features.shape)} "
+                         f"and {tuple(test_features.shape)}")
+    if train_labels.shape != (len(train_features),):
+        raise ValueError(f"train_labels must be ({len(train_features)},), one per training feature; "
+                         f"got {tuple(train_labels.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r} must be positive")
     num_classes = num_classes or int(train_labels.max()) + 1
     k = min(k, len(train_features))
     bank = F.normalize(train_features.float(), dim=1)                   # (N, D)
@@ -80,6 +90,9 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
 def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                  test_labels: torch.Tensor, k: int = 20, temperature: float = 0.07) -> float:
     """Accuracy of the weighted k-NN classifier (k=20, T=0.07 as in DINO)."""
+    if test_labels.shape != (len(test_features),):
+        raise ValueError(f"test_labels must be ({len(test_features)},), one per test feature; "
+                         f"got {tuple(test_labels.shape)}")
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     scores = knn_predict(train_features, train_labels, test_features, k, temperature, num_classes)
     return (scores.argmax(1) == test_labels).float().mean().item()
@@ -97,6 +110,8 @@ def mass_masks(attn: torch.Tensor, keep: float = 0.6) -> torch.Tensor:
     Returns:
         (..., N) bool masks.
     """
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep={keep!r} must be a fraction of the attention mass in (0, 1]")
     val, idx = attn.sort(dim=-1)                              # ascending
     val = val / val.sum(dim=-1, keepdim=True)
     kept_sorted = val.cumsum(dim=-1) > (1 - keep)             # (..., N), in sorted order

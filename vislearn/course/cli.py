@@ -5,7 +5,8 @@
     vislearn train RECIPE [...]        # the same as: python -m vislearn.train RECIPE [...]
     vislearn train --list              # every recipe, with the notebook that uses it
 
-Exit codes: 0 when everything ran, 1 when a notebook (or training) failed, 2 for bad arguments.
+Exit codes: 0 when everything ran, 1 when a notebook (or training) failed, 2 for bad arguments, 130
+when interrupted (Ctrl-C or SIGTERM: results.json and the report are written first).
 A bad parameter is one line on stderr (``error: ...``), never a traceback.
 """
 
@@ -14,10 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..config import DEVICES, PRESETS, ParameterError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
     run.add_argument("--out", metavar="DIR",
                      help="run folder (default: runs/<YYYYmmdd-HHMMSS>-<preset>/ under the current folder)")
-    run.add_argument("--timeout", type=float, metavar="SECONDS",
-                     help="fail a notebook when one of its cells runs longer than this (default: no limit)")
+    run.add_argument("--timeout", metavar="SECONDS",
+                     help="fail a notebook when one of its cells runs longer than this many whole seconds "
+                          "(default: no limit)")
+    run.add_argument("--force", action="store_true",
+                     help="add to a run folder that already holds a run (earlier results are kept; a notebook "
+                          "is replaced only by a successful rerun)")
     _add_notebooks_dir(run)
     run.add_argument("--quiet", action="store_true", help="no progress bar and no per-notebook lines")
 
@@ -76,8 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .runner import run_series
 
-    summary = run_series(args.notebooks or None, preset=args.preset, device=args.device, out=args.out,
-                         timeout=args.timeout, progress=not args.quiet, notebooks_dir=args.notebooks_dir)
+    try:
+        summary = run_series(args.notebooks or None, preset=args.preset, device=args.device, out=args.out,
+                             timeout=_timeout(args.timeout), progress=not args.quiet,
+                             notebooks_dir=args.notebooks_dir, force=args.force)
+    except KeyboardInterrupt:
+        print("interrupted: results.json and the report hold every notebook that ran, the interrupted one "
+              "marked 'interrupted'", file=sys.stderr)
+        return EXIT_INTERRUPTED
     notebooks = summary.results["notebooks"]
     print(f"{len(notebooks) - len(summary.failed)} of {len(notebooks)} notebooks ran "
           f"(preset {summary.results['preset']}, {summary.results['seconds']:.0f} s)"
@@ -87,13 +99,25 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
-def _list(args: argparse.Namespace) -> int:
-    from .runner import available_notebooks, default_notebooks_dir, notebook_title
+def _timeout(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ParameterError(f"--timeout={text!r} must be a positive whole number of seconds") from None
+    return int(value) if value.is_integer() and value >= 1 else value  # run_series names a bad one
 
-    paths = available_notebooks(args.notebooks_dir)
+
+def _list(args: argparse.Namespace) -> int:
+    from .notebooks import available_notebooks, default_notebooks_dir, notebook_title
+
+    folder = Path(args.notebooks_dir) if args.notebooks_dir else default_notebooks_dir()
+    if not folder.is_dir():
+        raise ParameterError(f"--notebooks-dir {folder} is not a folder")
+    paths = available_notebooks(folder)
     if not paths:
-        print(f"no notebooks in {args.notebooks_dir or default_notebooks_dir()}", file=sys.stderr)
-        return EXIT_OK
+        raise ParameterError(f"no notebooks matching NN_*.ipynb in {folder}")
     width = max(len(p.stem) for p in paths)
     for path in paths:
         print(f"{path.stem:<{width}}  {notebook_title(path)}")

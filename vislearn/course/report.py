@@ -54,7 +54,8 @@ def render_markdown(run: Mapping[str, Any]) -> str:
     for stem, entry in run["notebooks"].items():
         lines += ["", f'<a id="{stem}"></a>', "", f"## {stem}: {entry.get('title', stem)}", ""]
         lines += [f"Status: **{entry['status']}** in {entry['seconds']:.1f} s. "
-                  f"Executed notebook: [{entry['notebook']}]({entry['notebook']})", ""]
+                  f"Executed notebook: [{entry['notebook']}]({entry['notebook']})"
+                  + (f" ({entry['kept']})" if entry.get("kept") else ""), ""]
         if entry["error"]:
             lines += [f"**Error:** `{error_line(entry['error'])}`", ""]
             tail = entry["error"].get("traceback", "").strip().splitlines()[-15:]
@@ -77,7 +78,7 @@ body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; 
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.ok { color: #176f2c; font-weight: bold; } .failed { color: #b00020; font-weight: bold; }
+.ok { color: #176f2c; font-weight: bold; } .failed, .interrupted { color: #b00020; font-weight: bold; }
 pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; font-size: 0.85rem; }
 figure { margin: 0.5rem 0 1.5rem; } img { max-width: 100%; }
 figcaption { color: #555; font-size: 0.9rem; }
@@ -115,7 +116,8 @@ def render_html(run: Mapping[str, Any]) -> str:
         parts += [f'<h2 id="{_e(stem)}">{_e(stem)}: {_e(entry.get("title", stem))}</h2>',
                   f'<p>Status: <span class="{_e(entry["status"])}">{_e(entry["status"])}</span> in '
                   f'{entry["seconds"]:.1f} s. Executed notebook: '
-                  f'<a href="{_e(entry["notebook"])}">{_e(entry["notebook"])}</a></p>']
+                  f'<a href="{_e(entry["notebook"])}">{_e(entry["notebook"])}</a>'
+                  + (f' ({_e(entry["kept"])})' if entry.get("kept") else "") + '</p>']
         if entry["error"]:
             parts.append(f"<p><strong>Error:</strong> <code>{_e(error_line(entry['error']))}</code></p>")
             if entry["error"].get("traceback"):

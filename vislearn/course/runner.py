@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import platform
-import re
+import shutil
+import signal
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,82 +36,10 @@ from typing import Any
 
 from ..config import PRESET_ENV, ParameterError, resolve_device, resolve_preset
 from ..results import OUTPUT_DIR_ENV, STATIC_ENV, write_json_atomic
+from .notebooks import notebook_title, resolve_notebooks
 from .report import error_line, render_html, render_markdown
 
-NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 KERNEL_NAME = "python3"
-
-
-def default_notebooks_dir() -> Path:
-    """The course's ``notebooks/`` folder, next to the ``vislearn`` package in the repository."""
-    return Path(__file__).resolve().parents[2] / "notebooks"
-
-
-# --------------------------------------------------------------------------- finding notebooks
-
-
-def available_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
-    """The numbered notebooks ``NN_topic.ipynb`` of the series, in course order."""
-    folder = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
-    return sorted(folder.glob(NOTEBOOK_PATTERN))
-
-
-def notebook_title(path: str | Path) -> str:
-    """The first markdown heading of a notebook (without the ``#``), or its file stem if none."""
-    cells = json.loads(Path(path).read_text(encoding="utf-8")).get("cells", [])
-    for cell in cells:
-        if cell.get("cell_type") != "markdown":
-            continue
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else source
-        for line in source.splitlines():
-            match = re.match(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", line)
-            if match:
-                return match.group(1)
-    return Path(path).stem
-
-
-def resolve_notebooks(names: Iterable[str | Path] | None = None,
-                      notebooks_dir: str | Path | None = None) -> list[Path]:
-    """Turn notebook names into paths, keeping the given order and dropping repeats.
-
-    Args:
-        names: each one of ``01``, ``01_vit_from_scratch``, ``01_vit_from_scratch.ipynb``, or a
-            path to any ``.ipynb`` file. None (or empty) means the whole series.
-        notebooks_dir: where the series lives; default: the repository's ``notebooks/``.
-
-    Raises:
-        ParameterError: a name matches no notebook (or several), or there are no notebooks at all.
-    """
-    folder = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
-    series = available_notebooks(folder)
-    if not names:
-        if not series:
-            raise ParameterError(f"no notebooks matching {NOTEBOOK_PATTERN} in {folder}")
-        return series
-    paths: list[Path] = []
-    for name in names:
-        path = _resolve_one(name, series, folder)
-        if path not in paths:
-            paths.append(path)
-    return paths
-
-
-def _resolve_one(name: str | Path, series: Sequence[Path], folder: Path) -> Path:
-    text = str(name)
-    as_path = Path(text).expanduser()
-    if as_path.is_file():
-        if as_path.suffix != ".ipynb":
-            raise ParameterError(f"notebook {text!r} is not a .ipynb file")
-        return as_path.resolve()
-    stem = text[: -len(".ipynb")] if text.endswith(".ipynb") else text
-    matches = [p for p in series if p.stem == stem] or [p for p in series if p.stem.startswith(stem + "_")]
-    if len(matches) == 1:
-        return matches[0]
-    names = ", ".join(p.stem for p in (matches or series)) or f"none (no {NOTEBOOK_PATTERN} in {folder})"
-    if matches:
-        raise ParameterError(f"notebook {text!r} is ambiguous; it matches: {names}")
-    raise ParameterError(f"notebook {text!r} not found; available notebooks: {names}")
 
 
 # --------------------------------------------------------------------------- running
@@ -137,8 +68,8 @@ class RunSummary:
 
 
 def run_series(notebooks: Iterable[str | Path] | None = None, preset: str = "auto", device: str = "auto",
-               out: str | Path | None = None, timeout: float | None = None, progress: bool = True, *,
-               notebooks_dir: str | Path | None = None) -> RunSummary:
+               out: str | Path | None = None, timeout: int | None = None, progress: bool = True, *,
+               notebooks_dir: str | Path | None = None, force: bool = False) -> RunSummary:
     """Execute notebooks with papermill and write ``results.json`` and a report into ``out``.
 
     Args:
@@ -150,36 +81,50 @@ def run_series(notebooks: Iterable[str | Path] | None = None, preset: str = "aut
             and passed to every notebook, so the run records the concrete device. A device
             this machine lacks is an error before any notebook starts.
         out: the run folder; default ``runs/<YYYYmmdd-HHMMSS>-<preset>/`` under the current folder.
-        timeout: seconds any single cell may run before the notebook counts as failed; None: no limit.
+        timeout: whole seconds any single cell may run before the notebook counts as failed; None: no limit.
         progress: show a progress bar and one line per notebook.
         notebooks_dir: where the series lives; default: the repository's ``notebooks/``.
+        force: add to (or rerun notebooks in) a folder that already holds a run. Nothing is lost: the
+            earlier notebooks stay in results.json and the report; a rerun notebook replaces its folder
+            only when it succeeds (a failed attempt is kept beside it, as ``NN_name.failed/``).
 
     Returns:
         A RunSummary; ``summary.ok`` is False when any notebook failed.
+
+    Raises:
+        ParameterError: a bad argument, or ``out`` is a file, not writable, or (without ``force``) holds a run.
+        KeyboardInterrupt: Ctrl-C or SIGTERM; results.json and the report are written first, with the
+            notebook that was running marked ``interrupted``.
     """
     resolved = resolve_preset(preset)
     device = resolve_device(device).type  # checks the name (a missing GPU fails here), records what "auto" chose
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or timeout <= 0):
-        raise ParameterError(f"timeout={timeout!r} must be a positive number of seconds (or None)")
+    timeout = check_timeout(timeout)
     paths = resolve_notebooks(notebooks, notebooks_dir)
     out = Path(out) if out is not None else Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{resolved}"
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-
+    out = prepare_out(out.resolve(), force)
     run: dict[str, Any] = {
         "preset": resolved, "device": device, "started": _now(), "finished": None, "seconds": None,
-        "versions": collect_versions(), "notebooks": {},
+        "versions": collect_versions(), "notebooks": _earlier_notebooks(out),
     }
     start = time.perf_counter()
     bar = _progress_bar(paths, progress)
-    for path in bar:
-        bar.set_postfix_str(path.stem)
-        entry = run_notebook(path, out, preset=resolved, device=device, timeout=timeout, progress=progress)
-        run["notebooks"][path.stem] = entry
-        if progress:
-            _write_line(_status_line(path.stem, entry))
-        _save(run, out)  # after every notebook, so an interrupted run still leaves its results
+    with _sigterm_as_interrupt():
+        for path in bar:
+            bar.set_postfix_str(path.stem)
+            try:
+                entry = run_notebook(path, out, preset=resolved, device=device, timeout=timeout, progress=progress)
+            except KeyboardInterrupt:
+                run["notebooks"][path.stem] = _settle(path, out, "interrupted", 0.0,
+                                                      {"ename": "KeyboardInterrupt", "evalue": "interrupted (Ctrl-C "
+                                                       "or SIGTERM)", "cell_index": None, "exec_count": None,
+                                                       "traceback": ""})
+                run["interrupted"] = True
+                _save(run, out)
+                raise
+            run["notebooks"][path.stem] = entry
+            if progress:
+                _write_line(_status_line(path.stem, entry))
+            _save(run, out)  # after every notebook, so an interrupted run still leaves its results
     run["finished"] = _now()
     run["seconds"] = round(time.perf_counter() - start, 2)
     _save(run, out)
@@ -187,34 +132,114 @@ def run_series(notebooks: Iterable[str | Path] | None = None, preset: str = "aut
     return RunSummary(out=out, results=run, failed=failed)
 
 
-def run_notebook(path: Path, out: Path, *, preset: str, device: str, timeout: float | None = None,
+def check_timeout(timeout: Any) -> int | None:
+    """None, or a positive whole number of seconds (papermill's cell timeout is an integer)."""
+    if timeout is None:
+        return None
+    ok = (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and math.isfinite(timeout)
+          and timeout >= 1 and float(timeout).is_integer())
+    if not ok:
+        raise ParameterError(f"timeout={timeout!r} must be a positive whole number of seconds (or none)")
+    return int(timeout)
+
+
+def prepare_out(out: Path, force: bool) -> Path:
+    """The run folder, created; an error if it is a file, not writable, or (without force) holds a run."""
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out} is a file, not a folder: give a folder for the run")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        held = ", ".join(sorted(_earlier_notebooks(out))) or "files"
+        raise ParameterError(f"--out {out} already holds a run ({held}); give a new folder, or --force to add "
+                             "to it (earlier results are kept; a notebook is replaced only by a successful rerun)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".vislearn-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ParameterError(f"--out {out} is not writable ({err.strerror or err}); give another folder") from None
+    return out
+
+
+def _earlier_notebooks(out: Path) -> dict[str, Any]:
+    """The notebook entries of a run already in ``out`` (kept when more notebooks run there)."""
+    previous = _read_json(out / "results.json")
+    notebooks = previous.get("notebooks") if isinstance(previous, dict) else None
+    return dict(notebooks) if isinstance(notebooks, dict) else {}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: results.json and the report are written, then the run stops."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_notebook(path: Path, out: Path, *, preset: str, device: str, timeout: int | None = None,
                  progress: bool = False) -> dict[str, Any]:
-    """Execute one notebook into ``out/<stem>/`` and return its entry for the run's results.json."""
+    """Execute one notebook into ``out/<stem>/`` and return its entry for the run's results.json.
+
+    It runs in ``out/.running/<stem>/``; a success then replaces ``out/<stem>/``, and a failure goes
+    to ``out/<stem>/`` only if no earlier successful run is there (else to ``out/<stem>.failed/``).
+    """
     import papermill  # imported here: it is slow to import and only this function needs it
 
     path = Path(path).resolve()  # papermill changes into the notebook's folder while it runs
-    folder = out / path.stem
-    _clear_previous_outputs(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    staging = out / ".running" / path.stem
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     start = time.perf_counter()
     error = None
-    with _environ({OUTPUT_DIR_ENV: str(folder), PRESET_ENV: preset, STATIC_ENV: "1"}):
+    with _environ({OUTPUT_DIR_ENV: str(staging), PRESET_ENV: preset, STATIC_ENV: "1"}):
         try:
             papermill.execute_notebook(
-                path, folder / path.name, parameters=dict(PRESET=preset, DEVICE=device),
+                path, staging / path.name, parameters=dict(PRESET=preset, DEVICE=device),
                 kernel_name=KERNEL_NAME, cwd=path.parent, progress_bar=progress, execution_timeout=timeout,
+                # the kernel's own log (transport warnings, the stack of an interrupted message handler) is
+                # noise to a learner: cell errors still come back as outputs and in results.json
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
         except Exception as exc:  # a failing notebook is a result to report, not a reason to stop
             error = describe_error(exc, path)
-    return {
-        "status": "failed" if error else "ok",
-        "seconds": round(time.perf_counter() - start, 2),
-        "title": notebook_title(path),
-        "notebook": f"{path.stem}/{path.name}",
-        "results": _read_json(folder / "results.json"),
-        "figures": sorted(p.relative_to(out).as_posix() for p in (folder / "figures").glob("*.png")),
+    return _settle(path, out, "failed" if error else "ok", time.perf_counter() - start, error)
+
+
+def _settle(path: Path, out: Path, status: str, seconds: float, error: dict[str, Any] | None) -> dict[str, Any]:
+    """Move a finished (or interrupted) attempt from ``.running/`` to its place; its results.json entry."""
+    staging, folder = out / ".running" / path.stem, out / path.stem
+    staging.mkdir(parents=True, exist_ok=True)
+    recorded = _read_json(folder / ".status.json") or _earlier_notebooks(out).get(path.stem, {})
+    previous_ok = folder.is_dir() and recorded.get("status") == "ok"
+    target = folder if status == "ok" or not previous_ok else out / f"{path.stem}.{status}"
+    (staging / ".status.json").write_text(json.dumps({"status": status}))
+    trash = out / ".running" / f"{path.stem}.replaced"
+    shutil.rmtree(trash, ignore_errors=True)
+    if target.exists():
+        target.rename(trash)                              # the new attempt is complete: now it may go
+    staging.rename(target)
+    shutil.rmtree(trash, ignore_errors=True)
+    entry = {
+        "status": status, "seconds": round(seconds, 2), "title": notebook_title(path),
+        "notebook": f"{target.name}/{path.name}", "results": _read_json(target / "results.json"),
+        "figures": sorted(p.relative_to(out).as_posix() for p in (target / "figures").glob("*.png")),
         "error": error,
     }
+    if target != folder:
+        entry["kept"] = f"{folder.name}/ holds the previous successful run of this notebook"
+    return entry
 
 
 def describe_error(exc: BaseException, path: Path) -> dict[str, Any]:
@@ -282,13 +307,6 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _clear_previous_outputs(folder: Path) -> None:
-    """Remove what an earlier run into the same folder recorded, so the report shows only this run."""
-    (folder / "results.json").unlink(missing_ok=True)
-    for png in (folder / "figures").glob("*.png"):
-        png.unlink()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

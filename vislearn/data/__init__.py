@@ -12,6 +12,7 @@ from .fmnist import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
+    DataError,
     DataNotFoundError,
     denormalize,
     fashion_mnist,
@@ -27,7 +28,7 @@ from .fmnist import (
 from .photos import PHOTO_NAMES, TEXTURE_NAMES, photo
 
 __all__ = [
-    "DATA_ENV", "FASHION_MNIST_CLASSES", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "DataNotFoundError",
+    "DATA_ENV", "FASHION_MNIST_CLASSES", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "DataError", "DataNotFoundError",
     "denormalize", "fashion_mnist", "fashion_mnist_32", "fashion_mnist_at", "find_fashion_mnist",
     "load_fashion_mnist_arrays", "normalize", "pad_to_32", "read_idx", "resize_images", "PHOTO_NAMES", "TEXTURE_NAMES",
     "photo",

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from ..config import check_choice
+from ..config import check_choice, check_int
 
 DATA_ENV = "VISLEARN_DATA"
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
@@ -48,6 +48,13 @@ class DataNotFoundError(FileNotFoundError):
 
     def _render_traceback_(self) -> list[str]:
         return [f"\x1b[31mDataNotFoundError\x1b[0m: {self}"]
+
+
+class DataError(ValueError):
+    """A data file exists but cannot be read (truncated, empty, not an idx file); the message names it."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[31mDataError\x1b[0m: {self}"]
 
 
 def _idx_file(folder: Path, name: str) -> Path | None:
@@ -88,6 +95,20 @@ def find_fashion_mnist(download: bool = True,
     Raises:
         DataNotFoundError: no local copy, and the download failed or was not allowed.
     """
+    asked = os.environ.get(DATA_ENV, "").strip()
+    if asked:                       # the user named a folder: use it or say what is wrong with it
+        root = Path(asked).expanduser()
+        if not root.is_dir():
+            raise DataNotFoundError(f"${DATA_ENV}={asked} is not a folder; point it at the folder holding "
+                                    "train-images-idx3-ubyte(.gz) and the three other idx files, or unset it")
+        found = _complete_folder(root)
+        if found is None:
+            names = [n for pair in FASHION_MNIST_FILES.values() for n in pair]
+            missing = [n for n in names if not any(_idx_file(f, n) for f in (root, root / "fashion-mnist",
+                                                                              root / "FashionMNIST" / "raw"))]
+            raise DataNotFoundError(f"${DATA_ENV}={asked} lacks {', '.join(m + '(.gz)' for m in missing)}; "
+                                    "copy the four Fashion-MNIST idx files there, or unset it")
+        return found
     searched = candidate_roots() + [DOWNLOAD_ROOT]
     for root in searched:
         found = _complete_folder(root)
@@ -115,16 +136,23 @@ def find_fashion_mnist(download: bool = True,
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an idx file (the MNIST format: big-endian magic, dims, then uint8 data)."""
+    fix = "delete it and install it again (Debian: apt-get install --reinstall dataset-fashion-mnist)"
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    zero, dtype_code, ndim = raw[0] * 256 + raw[1], raw[2], raw[3]
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an idx file of unsigned bytes (magic {raw[:4].hex()})")
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, OSError) as err:        # a truncated or corrupt .gz
+        raise DataError(f"{path} cannot be read ({type(err).__name__}: {err}); {fix}") from None
+    if len(raw) < 4 or raw[0] * 256 + raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an idx file of unsigned bytes ({len(raw)} bytes, magic {raw[:4].hex()}); "
+                        f"{fix}")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated inside its header ({len(raw)} bytes); {fix}")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} bytes")
+        raise DataError(f"{path} is truncated: header says {shape}, found {data.size} bytes; {fix}")
     return data.reshape(shape)
 
 
@@ -158,6 +186,8 @@ def fashion_mnist(split: str = "train", limit: int | None = None, *, seed: int =
         split: ``train`` (60,000 images) or ``test`` (10,000).
         limit: keep a random, class-balanced-in-expectation subset of this size (seeded), or all.
     """
+    if limit is not None:
+        limit = check_int("limit", limit, minimum=1)
     images, labels = load_fashion_mnist_arrays(split, folder)
     if limit is not None and limit < len(images):
         keep = np.random.default_rng(seed).permutation(len(images))[:limit]
