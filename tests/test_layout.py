@@ -108,3 +108,10 @@ def test_every_public_name_resolves():
         assert getattr(vislearn, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         vislearn.nope  # noqa: B018
+
+
+def test_the_command_line_answers_without_torch():
+    code = ("import sys; from vislearn.course import cli; assert cli.main(['list']) == 0; "
+            "assert 'torch' not in sys.modules, 'vislearn list imported torch'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -18,10 +18,12 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 PRESETS = ("smoke", "classroom", "full")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -71,15 +73,21 @@ def resolve_preset(preset: str = "auto") -> str:
     if env:
         check_choice(f"${PRESET_ENV}", env, PRESETS)
         return env
+    import torch  # imported on use: `import vislearn.config` (and `vislearn --help`) stays light
+
     return "full" if torch.cuda.is_available() else "classroom"
 
 
 def _mps_available() -> bool:
+    import torch
+
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple's MPS, then the CPU. Asking for a missing GPU says so."""
+    import torch
+
     check_choice("device", device, DEVICES)
     if device == "auto":
         if torch.cuda.is_available():
@@ -98,6 +106,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); return a torch Generator seeded the same way."""
+    import torch
+
     seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -127,6 +137,8 @@ class Setup:
         return by_preset[self.preset]
 
     def describe(self) -> str:
+        import torch
+
         gpu = f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else ""
         return (f"preset={self.preset}  device={self.device}{gpu}  seed={self.seed}  "
                 f"torch={torch.__version__}  python={platform.python_version()}")
