@@ -1,4 +1,4 @@
-"""Tests for vislearn.evaluation: weighted k-NN, mass-threshold attention masks, Jaccard."""
+"""Tests for vislearn.analysis.evaluation: weighted k-NN, mass-threshold attention masks, Jaccard."""
 
 from __future__ import annotations
 

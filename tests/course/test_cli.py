@@ -1,4 +1,4 @@
-"""Tests for vislearn.cli: ``vislearn run | list | train`` and ``python -m vislearn``.
+"""Tests for vislearn.course.cli: ``vislearn run | list | train`` and ``python -m vislearn``.
 
 Only one test executes a notebook (the failing one, to see exit code 1 end to end); the others
 replace ``run_series`` or ``vislearn.train`` with fakes that record how they were called.

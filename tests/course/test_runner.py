@@ -1,4 +1,4 @@
-"""Tests for vislearn.runner: the papermill batch runner, its results.json and its reports.
+"""Tests for vislearn.course.runner: the papermill batch runner, its results.json and its reports.
 
 Executing a notebook starts a Jupyter kernel (seconds each), so one module-scoped run executes the
 two tiny notebooks once and most tests only read what it wrote.

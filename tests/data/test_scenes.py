@@ -1,4 +1,4 @@
-"""Tests for vislearn.scenes: Fashion-MNIST items pasted on textured photos, with masks.
+"""Tests for vislearn.data.scenes: Fashion-MNIST items pasted on textured photos, with masks.
 
 Most tests paste tiny synthetic items (squares), whose masks we know exactly; one small test uses
 the real Fashion-MNIST to check coverage and balance.

@@ -1,4 +1,4 @@
-"""Distillation (vislearn.distill) and its convnet teacher (vislearn.convnet): losses against hand
+"""Distillation (vislearn.methods.distill) and its convnet teacher (vislearn.models.convnet): losses against hand
 computations, models' shapes, the recipes, and one recipe trained end to end on fake data."""
 
 import math

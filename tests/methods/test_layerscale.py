@@ -1,4 +1,4 @@
-"""vislearn.layerscale: CaiT's depth rule, gammas by depth, talking-heads matrices, notebook 03's recipes."""
+"""vislearn.methods.layerscale: CaiT's depth rule, gammas by depth, talking-heads matrices; notebook 03's recipes."""
 
 from dataclasses import asdict
 

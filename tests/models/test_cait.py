@@ -1,4 +1,4 @@
-"""CaiT (vislearn.cait) against timm's Cait, on randomized weights."""
+"""CaiT (vislearn.models.cait) against timm's Cait, on randomized weights."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""DeiT (vislearn.deit) against timm's VisionTransformerDistilled, on randomized weights."""
+"""DeiT (vislearn.models.deit) against timm's VisionTransformerDistilled, on randomized weights."""
 
 import pytest
 import torch

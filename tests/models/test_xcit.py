@@ -1,4 +1,4 @@
-"""XCiT (vislearn.xcit) against timm's Xcit, on randomized weights and BatchNorm statistics."""
+"""XCiT (vislearn.models.xcit) against timm's Xcit, on randomized weights and BatchNorm statistics."""
 
 import pytest
 import torch
