@@ -89,10 +89,15 @@ def markdown_table(rows: list[Mapping[str, Any]]) -> str:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(format_value(row.get(c, "")) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(format_value(row.get(c, ""))) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def _cell(text: Any) -> str:
+    """Text safe in a markdown table cell: a pipe (``KL(t || s)``) would end the cell, a newline the row."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 class Table:
