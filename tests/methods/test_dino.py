@@ -154,3 +154,19 @@ def test_hub_dino_from_a_local_file_and_photo_batch(tmp_path):
         assert (ours.forward_head(ours.forward_features(x), pre_logits=True) - ref).abs().max() < 1e-4
     maps = cls_attention_maps(ours, x)
     assert maps.shape == (2, 6, 14, 14) and (maps.sum((2, 3)) <= 1 + 1e-5).all()
+
+
+def test_backbone_features_of_a_deit_on_small_crops_keep_both_prefix_tokens():
+    """[CLS] and [DIST] keep their own positions when the patch table is resized for a local crop."""
+    from vislearn.models.deit import DeiTConfig, DistilledVisionTransformer
+
+    deit = DistilledVisionTransformer(DeiTConfig(img_size=16, patch_size=4, in_chans=3, num_classes=0, embed_dim=16,
+                                                 depth=1, num_heads=2)).eval()
+    x = torch.randn(2, 3, 8, 8)                                          # a 2 x 2 grid instead of 4 x 4
+    with torch.no_grad():
+        pos = resize_pos_embed(deit.pos_embed, 2, 2, antialias=False)    # (1, 2 + 4, D)
+        tokens = torch.cat([deit.cls_token.expand(2, -1, -1), deit.dist_token.expand(2, -1, -1),
+                            deit.patch_embed(x)], dim=1) + pos
+        tokens = deit.norm(deit.blocks[0](tokens))
+        expected = (tokens[:, 0] + tokens[:, 1]) / 2
+        torch.testing.assert_close(D.backbone_features(deit, x), expected)
