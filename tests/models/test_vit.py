@@ -112,3 +112,17 @@ def test_config_validation_and_build():
         ViTConfig(class_token=False, global_pool="token")
     cfg = ViTConfig(embed_dim=16, depth=1, num_heads=2)
     assert isinstance(build("vit", cfg.to_dict()), VisionTransformer)
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"depth": "six"}, "ViTConfig.depth='six' must be an integer"),
+    ({"mlp_ratio": "2"}, "ViTConfig.mlp_ratio='2' must be a number"),
+    ({"qkv_bias": 1}, "ViTConfig.qkv_bias=1 must be true or false"),
+    ({"dpeth": 6}, "ViTConfig field='dpeth' is not allowed; choose one of: 'img_size'"),
+])
+def test_build_names_a_bad_config_field(config, words):
+    from vislearn.config import ParameterError
+
+    with pytest.raises(ParameterError, match=words.replace("(", r"\(")):
+        build("vit", config)
+    assert build("vit", {"depth": 1, "mlp_ratio": 2}).cfg.mlp_ratio == 2   # an int is a number

@@ -13,12 +13,13 @@ name and config stored with a checkpoint (checkpoints are keyed by this name, no
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..config import check_choice
+from ..config import ParameterError, check_choice
 from .cait import CaiT, CaiTConfig, cait_from_timm
 from .convnet import ConvNet, ConvNetConfig
 from .deit import DeiTConfig, DistilledVisionTransformer, deit_from_timm
@@ -142,7 +143,32 @@ def from_timm(timm_model: nn.Module, *, verify: bool = True, atol: float = 1e-4)
 
 
 def build(arch: str, config: dict) -> nn.Module:
-    """A fresh model from an architecture name and a config dict (as stored in checkpoints)."""
+    """A fresh model from an architecture name and a config dict (as stored in checkpoints).
+
+    Raises:
+        ParameterError: an unknown architecture, an unknown config field, or a value of the wrong type.
+    """
     check_choice("arch", arch, ARCHITECTURES)
     model_cls, config_cls = ARCHITECTURES[arch]
+    check_config(config_cls, config)
     return model_cls(config_cls(**config))
+
+
+def check_config(config_cls: type, config: Mapping[str, Any]) -> None:
+    """Every key a field of ``config_cls``, every value of its field's type (judged by the default)."""
+    defaults = {f.name: f.default for f in fields(config_cls)}
+    for key, value in config.items():
+        check_choice(f"{config_cls.__name__} field", key, defaults)
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and (isinstance(default, float) or isinstance(value, int))
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:                   # None, tuples, factories: left to the config's own checks
+            ok = True
+        if not ok:
+            kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(default)]
+            raise ParameterError(f"{config_cls.__name__}.{key}={value!r} must be {kind}")

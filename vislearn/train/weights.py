@@ -142,8 +142,9 @@ def load(name: str, root: Path | str | None = None, map_location: str | torch.de
     try:
         model = build(e["arch"], e["config"])
     except (TypeError, ValueError) as err:
+        first = (str(err).splitlines() or [""])[0]
         raise CheckpointError(f"the manifest entry {name!r} has a config that does not build a "
-                              f"{e['arch']!r} model ({err}). {fix}") from None
+                              f"{e['arch']!r} model ({first}). {fix}") from None
     try:
         state = load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as err:
