@@ -9,19 +9,13 @@ import torch
 from vislearn.config import ParameterError
 from vislearn.methods.kmeans import assign, faiss_rand_perm, kmeans, mt19937
 
+from .threads import single_thread
+
 faiss = pytest.importorskip("faiss")
 NO_SUBSAMPLING = 10**9  # faiss's max_points_per_centroid large enough to keep every point
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread for the whole module (before the data fixtures): 2 shared cores, stable timings."""
-    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(faiss_threads)
+one_thread = pytest.fixture(scope="module", autouse=True)(single_thread)   # before the data fixtures
 
 
 def blobs(seed: int, n: int = 4000, d: int = 8, centers: int = 16) -> np.ndarray:

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import vislearn.methods.pq as pq_module
 from vislearn.config import ParameterError
 from vislearn.methods.pq import ProductQuantizer, pack_codes, unpack_codes
 from vislearn.methods.pq_data import exact_knn, fashion_mnist_pca, fit_pca, recall_at
 
+from .threads import single_thread
+
 faiss = pytest.importorskip("faiss")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread for the whole module (before the data fixtures): 2 shared cores, stable timings."""
-    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(faiss_threads)
+one_thread = pytest.fixture(scope="module", autouse=True)(single_thread)   # before the data fixtures
 
 
 def anisotropic(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
