@@ -85,12 +85,14 @@ def test_single_process_no_torch_distributed(monkeypatch):
                  progress=False)
 
 
-def test_train_dino_stops_at_max_steps_with_the_planned_schedules():
+def test_train_dino_stops_at_max_steps_with_the_planned_schedules(capsys):
     cfg = T.DINOConfig(epochs=3, batch_size=4, out_dim=8, log_every=4, warmup_epochs=1,
                        crops=augment.MultiCropConfig(global_size=16, local_size=8, n_local=1))
     images = torch.randn(16, 3, 16, 16)                     # 4 steps per epoch: 12 planned
     hist = T.train_dino(D.DINO(tiny_vit(), out_dim=8, hidden_dim=16, bottleneck_dim=4), images, cfg,
-                        progress=False, max_steps=6)
+                        progress=True, max_steps=6)
+    bar = capsys.readouterr().err
+    assert "6/6" in bar and "/12" not in bar                # the bar is sized to the run, and ends full
     assert [s["step"] for s in hist.steps] == [4, 6]        # logged every 4 steps, and at the stop
     planned = T.DINOSchedules.from_config(cfg, 4)
     assert len(planned.lr) == 12 and hist.steps[-1]["lr"] == pytest.approx(float(planned.lr[5]))

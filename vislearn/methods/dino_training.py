@@ -166,7 +166,8 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
     last_layer = list(dino.student["head"].last_layer.parameters())
     history, running = DINOHistory(), []
     train_time, seen, order = 0.0, 0, torch.empty(0, dtype=torch.long)
-    bar = tqdm(range(total), desc="DINO", disable=not progress, leave=True)
+    planned = total if max_steps is None else min(total, max_steps)   # the bar ends full when the run ends as planned
+    bar = tqdm(range(planned), desc="DINO", disable=not progress, leave=True)
 
     def run_eval(step: int) -> None:
         if evaluate is None:
@@ -210,9 +211,8 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
             bar.set_postfix(loss=f"{row['loss']:.3f}", H=f"{row['teacher_entropy']:.2f}",
                             Hb=f"{row['teacher_batch_entropy']:.2f}", ips=f"{seen / train_time:.0f}")
             running = []
-        done = (max_seconds is not None and train_time >= max_seconds) or \
-            (max_steps is not None and step + 1 >= max_steps)
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 != total and not done:
+        done = max_seconds is not None and train_time >= max_seconds and step + 1 < planned   # out of time
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < planned and not done:
             run_eval(step + 1)
         if done:
             break
