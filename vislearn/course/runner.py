@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -111,10 +111,11 @@ def run_series(notebooks: Iterable[str | Path] | None = None, preset: str = "aut
     with _sigterm_as_interrupt():
         for path in bar:
             bar.set_postfix_str(path.stem)
+            began = time.perf_counter()
             try:
                 entry = run_notebook(path, out, preset=resolved, device=device, timeout=timeout, progress=progress)
             except KeyboardInterrupt:
-                run["notebooks"][path.stem] = _settle(path, out, "interrupted", 0.0,
+                run["notebooks"][path.stem] = _settle(path, out, "interrupted", time.perf_counter() - began,
                                                       {"ename": "KeyboardInterrupt", "evalue": "interrupted (Ctrl-C "
                                                        "or SIGTERM)", "cell_index": None, "exec_count": None,
                                                        "traceback": ""})
@@ -128,6 +129,8 @@ def run_series(notebooks: Iterable[str | Path] | None = None, preset: str = "aut
     run["finished"] = _now()
     run["seconds"] = round(time.perf_counter() - start, 2)
     _save(run, out)
+    with suppress(OSError):
+        (out / ".running").rmdir()      # every notebook has been moved to its place: the staging area is empty
     failed = [stem for stem, entry in run["notebooks"].items() if entry["status"] != "ok"]
     return RunSummary(out=out, results=run, failed=failed)
 
