@@ -30,6 +30,11 @@ def test_explorer_widget_when_interactive():
     assert isinstance(w, ipywidgets.interactive)
     kinds = {c.description: type(c).__name__ for c in w.children[:-1]}
     assert kinds == {"image": "Dropdown", "head": "IntSlider"}
+    assert {c.description: c.value for c in w.children[:-1]} == {"image": "a", "head": 0}
+    # with a static view, the live widget opens on its first case: the one the fallback shows
+    w = viz.explorer(lambda image, head: plt.figure(), {"image": ["a", "b"], "head": range(3)}, interactive=True,
+                     static=[{"image": "b", "head": 2}, {"image": "a", "head": 1}])
+    assert {c.description: c.value for c in w.children[:-1]} == {"image": "b", "head": 2}
 
 
 def test_figures_have_the_right_panels():

@@ -188,7 +188,8 @@ def explorer(draw: Callable[..., plt.Figure], controls: dict[str, Sequence], *, 
         draw: returns a Figure for one choice of the controls (keyword arguments).
         controls: name -> allowed values (a dropdown or slider each).
         interactive: force widgets (True) or static (False); None: ``is_interactive()``.
-        static: the choices drawn in the static fallback (default: the first value of each control).
+        static: the choices drawn in the static fallback (default: the first value of each control); the
+            live widget opens on the first of them, so both show the same case first.
     Returns:
         the widget, or the list of static figures.
     """
@@ -202,8 +203,11 @@ def explorer(draw: Callable[..., plt.Figure], controls: dict[str, Sequence], *, 
             display(fig)
             plt.close(fig)
 
-        kwargs = {name: widgets.Dropdown(options=list(values), description=name) if not _is_int_range(values)
-                  else widgets.IntSlider(min=values[0], max=values[-1], value=values[0], description=name)
+        start = {name: values[0] for name, values in controls.items()}
+        start.update({k: v for k, v in (static or [{}])[0].items() if k in controls})   # open on the static view's case
+        kwargs = {name: widgets.Dropdown(options=list(values), value=start[name], description=name)
+                  if not _is_int_range(values)
+                  else widgets.IntSlider(min=values[0], max=values[-1], value=start[name], description=name)
                   for name, values in controls.items()}
         return widgets.interactive(_show, **kwargs)
     choices = static or [{name: values[0] for name, values in controls.items()}]
