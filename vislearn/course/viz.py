@@ -204,7 +204,8 @@ def explorer(draw: Callable[..., plt.Figure], controls: dict[str, Sequence], *, 
             plt.close(fig)
 
         start = {name: values[0] for name, values in controls.items()}
-        start.update({k: v for k, v in (static or [{}])[0].items() if k in controls})   # open on the static view's case
+        start.update({k: v for k, v in (static or [{}])[0].items()                    # open on the static view's case
+                      if k in controls and v in list(controls[k])})
         kwargs = {name: widgets.Dropdown(options=list(values), value=start[name], description=name)
                   if not _is_int_range(values)
                   else widgets.IntSlider(min=values[0], max=values[-1], value=start[name], description=name)
