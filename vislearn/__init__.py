@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "DistillationLoss": "vislearn.methods.distill", "DINO": "vislearn.methods.dino",
     "DINOLoss": "vislearn.methods.dino", "train_dino": "vislearn.methods.dino_training",
     "kmeans": "vislearn.methods.kmeans", "ProductQuantizer": "vislearn.methods.pq", "OPQ": "vislearn.methods.opq",
+    "knn_search": "vislearn.methods.search", "IVFPQ": "vislearn.methods.search", "kselect": "vislearn.methods.kselect",
     # analysis
     "knn_accuracy": "vislearn.analysis.evaluation", "attention_jaccard": "vislearn.analysis.evaluation",
     "rollout": "vislearn.analysis.attention", "measure_scaling": "vislearn.analysis.scaling",
