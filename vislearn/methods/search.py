@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import ParameterError, check_choice, check_int
 from .kmeans import as_vectors, kmeans
@@ -165,9 +166,38 @@ class IVFPQ:
             self.list_ids[cell] = np.concatenate([self.list_ids[cell], ids[rows]])
             self.list_codes[cell] = np.concatenate([self.list_codes[cell], codes[rows]])
 
+    def _list_terms(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """The query-independent part of a search, once per call: every list's codes as rows of the flat
+        PQ codebook (n_l, M) and terms ``|r|^2 + 2 <c, r>`` (n_l,), r the residual a code stands for and c
+        its cell's centroid (faiss's precomputed table of the cell, summed over the code); and the ids
+        padded to (nlist, longest) with -1. One float per stored vector: the index stays codes."""
+        M, ksub, dsub = self.pq.M, self.pq.ksub, self.pq.dsub
+        pq_c = torch.from_numpy(self.pq.centroids)  # (M, ksub, dsub)
+        coarse = torch.from_numpy(self.centroids).view(self.nlist, M, dsub)  # (nlist, M, dsub)
+        term1 = torch.einsum("lmd,mjd->lmj", coarse, pq_c).mul_(2.0).add_((pq_c * pq_c).sum(-1))  # (nlist, M, ksub)
+        sizes = np.array([len(i) for i in self.list_ids])
+        starts = np.cumsum(sizes) - sizes
+        cells = np.repeat(np.arange(self.nlist), sizes)  # (n,) cell of every stored vector
+        codes = torch.from_numpy(np.concatenate(self.list_codes).astype(np.int64)) + torch.arange(M) * ksub  # (n, M)
+        shifted = codes + torch.from_numpy(cells * (M * ksub))[:, None]  # (n, M) rows of the flat term1
+        terms = F.embedding_bag(shifted, term1.reshape(-1, 1), mode="sum")[:, 0]  # (n,)
+        ids = torch.full((self.nlist, max(1, int(sizes.max()))), -1, dtype=torch.int64)
+        if len(cells):
+            slots = np.arange(len(cells)) - np.repeat(starts, sizes)  # (n,) place in its list
+            ids[torch.from_numpy(cells), torch.from_numpy(slots)] = torch.from_numpy(np.concatenate(self.list_ids))
+        return [(codes[s:s + n], terms[s:s + n]) for s, n in zip(starts.tolist(), sizes.tolist(), strict=True)], ids
+
     def search(self, queries, k: int, *, nprobe: int = 1, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """k nearest stored vectors (ADC distances, increasing) among the nprobe nearest cells.
 
+        No residual table is built per (query, cell). As with faiss's precomputed tables,
+        ``|q - c - r|^2 = |q - c|^2 + (|r|^2 + 2 <c, r>) - 2 <q, r>`` for the decoded residual r of a code:
+        the first term is the coarse distance, the second depends only on the cell and the code (once per
+        stored vector and call, ``_list_terms``), the third is the ADC sum ``sum_m -2 <q_m, r_m>``, here one
+        matrix product with the list's residuals, decoded from its codes when it is scanned (the index itself
+        holds only codes). Queries go in batches of ``batch_size``; in a batch the (query, cell) pairs are
+        grouped by cell, so each probed list is scanned once, by one ``addmm`` of all the batch's queries
+        that probe it with the list's residuals (plus its terms); then one ``topk`` per batch.
         Like faiss, missing results (fewer than k candidates) are id -1 at distance ``MISSING`` (float32's largest).
 
         Returns:
@@ -178,32 +208,35 @@ class IVFPQ:
         nprobe = check_int("nprobe", nprobe, minimum=1, maximum=self.nlist)
         batch_size = check_int("batch_size", batch_size, minimum=1)
         self._require_trained("search")
-        longest = max(1, max(len(i) for i in self.list_ids))
+        lists, list_ids = self._list_terms()  # nlist ((n_l, M), (n_l,)), (nlist, longest)
+        flat = torch.from_numpy(self.pq.centroids).view(-1, self.pq.dsub)  # (M * ksub, dsub): decodes a probed list
+        sizes = [len(i) for i in self.list_ids]
+        longest = list_ids.shape[1]
+        kk = min(k, nprobe * longest)
         distances, ids = np.empty((len(q), k), np.float32), np.empty((len(q), k), np.int64)
-        M = self.pq.M
         for q0 in range(0, len(q), batch_size):
-            qb = q[q0:q0 + batch_size]
-            probes = self.assign(qb, nprobe)[1]  # (b, nprobe)
-            cand_d = torch.full((len(qb), nprobe, longest), float("inf"))  # (b, nprobe, longest)
-            cand_i = torch.full((len(qb), nprobe, longest), -1, dtype=torch.int64)
-            for cell in np.unique(probes):
-                n_l = len(self.list_ids[cell])
-                if n_l == 0:
-                    continue
-                rows, slots = np.nonzero(probes == cell)
-                residuals = qb[rows] - self.centroids[cell]  # (r, d)
-                tables = torch.from_numpy(self.pq.compute_distance_tables(residuals))  # (r, M, ksub)
-                codes = torch.from_numpy(self.list_codes[cell].astype(np.int64))  # (n_l, M)
-                dist = tables[:, torch.arange(M), codes].sum(-1)  # (r, n_l, M) -> (r, n_l)
-                cand_d[rows, slots, :n_l] = dist
-                cand_i[rows, slots, :n_l] = torch.from_numpy(self.list_ids[cell])
-            cand_d, cand_i = cand_d.reshape(len(qb), -1), cand_i.reshape(len(qb), -1)  # (b, nprobe * longest)
-            kk = min(k, cand_d.shape[1])
-            vals, pos = torch.topk(cand_d, kk, dim=1, largest=False)  # (b, kk)
-            found = cand_i.gather(1, pos)
+            qb = q[q0:q0 + batch_size]  # (b, d)
+            b = len(qb)
+            coarse_d, probes = self.assign(qb, nprobe)  # (b, nprobe) each
+            pairs = probes.ravel()  # (b * nprobe,) pair p: query p // nprobe, its probe p % nprobe
+            order = np.argsort(pairs, kind="stable")  # pairs grouped by cell
+            cells, counts = np.unique(pairs, return_counts=True)
+            left = torch.from_numpy(qb).index_select(0, torch.from_numpy(order // nprobe)).mul_(-2.0)  # (b * nprobe, d)
+            dis = torch.full((b * nprobe, longest), float("inf"))  # (b * nprobe, longest), sorted pair order
+            s = 0
+            for cell, r in zip(cells.tolist(), counts.tolist(), strict=True):
+                if sizes[cell]:
+                    codes, terms = lists[cell]
+                    residuals = flat.index_select(0, codes.view(-1)).view(sizes[cell], self.d)  # (n_l, d), this list
+                    dis[s:s + r, :sizes[cell]] = torch.addmm(terms, left[s:s + r], residuals.t())  # (r, n_l)
+                s += r
+            inverse = torch.from_numpy(np.argsort(order))
+            dis = dis.index_select(0, inverse).add_(torch.from_numpy(coarse_d).view(-1, 1))  # pair order
+            vals, pos = torch.topk(dis.view(b, nprobe * longest), kk, dim=1, largest=False)  # (b, kk)
+            found = list_ids.index_select(0, torch.from_numpy(pairs)).view(b, -1).gather(1, pos)
             vals[found < 0] = MISSING  # padding of short lists
-            distances[q0:q0 + batch_size], ids[q0:q0 + batch_size] = MISSING, -1
-            distances[q0:q0 + batch_size, :kk], ids[q0:q0 + batch_size, :kk] = vals.numpy(), found.numpy()
+            distances[q0:q0 + b], ids[q0:q0 + b] = MISSING, -1
+            distances[q0:q0 + b, :kk], ids[q0:q0 + b, :kk] = vals.numpy(), found.numpy()
         return distances, ids
 
     # --- faiss interoperability -------------------------------------------------------------------
