@@ -12,10 +12,9 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from typing import Any
 
 from ..config import ParameterError, check_choice
-from ..train.recipe import Recipe, Trained, bundled, run, trained_or_bundled
+from ..train.recipe import Recipe, Trained, bundled
 
 
 @functools.cache
@@ -38,19 +37,9 @@ def get(name: str) -> Recipe:
     return recipes[name]
 
 
-def run_recipe(name: str, preset: str = "auto", **kwargs: Any) -> Trained:
-    """Train recipe ``name`` (see ``vislearn.train.run`` for the options)."""
-    return run(get(name), preset, **kwargs)
-
-
-def load(name: str, setup) -> Trained:
-    """Recipe ``name`` trained in this run (``full`` preset) or its bundled checkpoint (other presets)."""
-    return trained_or_bundled(get(name), setup)
-
-
 def load_bundled(name: str, device="cpu") -> Trained:
     """The bundled checkpoint of recipe ``name``, whatever the preset."""
     return bundled(get(name), device)
 
 
-__all__ = ["all_recipes", "get", "run_recipe", "load", "load_bundled"]
+__all__ = ["all_recipes", "get", "load_bundled"]
