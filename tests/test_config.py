@@ -77,6 +77,26 @@ def test_setup_prints_and_picks(capsys):
         cfg.pick(smoke=1, classroom=2)
 
 
+def test_setup_names_the_imported_checkout_and_warns_about_another(tmp_path, monkeypatch, capsys):
+    import vislearn.config as config
+
+    here = config.imported_checkout()
+    assert (here / "vislearn" / "config.py").is_file()
+    assert config.checkout_warning(here / "notebooks") is None                 # the notebook's own checkout
+    assert config.checkout_warning(tmp_path) is None                           # not inside any checkout
+    other = tmp_path / "clone"
+    (other / "vislearn").mkdir(parents=True)
+    (other / "vislearn" / "__init__.py").write_text("")
+    (other / "pyproject.toml").write_text("")
+    (other / "notebooks").mkdir()
+    warning = config.checkout_warning(other / "notebooks")
+    assert warning and str(other) in warning and str(here) in warning and "scripts/env.sh" in warning
+    monkeypatch.chdir(other / "notebooks")
+    setup(preset="smoke", device="cpu")
+    out = capsys.readouterr().out
+    assert f"vislearn={here}" in out and "WARNING: this notebook is in the checkout" in out
+
+
 def test_parameter_error_renders_without_traceback():
     err = ParameterError("preset='x' is not allowed")
     assert err._render_traceback_() == ["\x1b[31mParameterError\x1b[0m: preset='x' is not allowed"]

@@ -28,3 +28,16 @@ def test_every_notebook_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         assert f"(notebooks/{nb.name})" in readme, nb.name
+
+
+def test_lab_script_opens_the_notebooks_and_adds_allow_root_only_as_root():
+    """`bash scripts/lab.sh` is the README's way to open the course; as root JupyterLab needs --allow-root."""
+    import os
+    import subprocess
+
+    assert "bash scripts/lab.sh" in (ROOT / "README.md").read_text()
+    env = {**os.environ, "VISLEARN_JUPYTER": "echo", "VISLEARN_NO_APT": "1"}
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "lab.sh"), "--no-browser"], env=env, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=600, check=True).stdout.split()
+    assert out[0] == "lab" and out[-2:] == [str(ROOT / "notebooks"), "--no-browser"]
+    assert ("--allow-root" in out) == (os.geteuid() == 0)

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -144,6 +145,27 @@ class Setup:
                 f"torch={torch.__version__}  python={platform.python_version()}")
 
 
+def imported_checkout() -> Path:
+    """The folder whose ``vislearn/`` package this Python imported (a checkout, or site-packages)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def checkout_warning(cwd: Path | str | None = None) -> str | None:
+    """A warning when the notebook runs inside one checkout of the course but imported ``vislearn``
+    from another (the shared course venv points at whichever checkout ran ``scripts/env.sh`` last),
+    else None. A notebook's working directory is its own folder, so ``cwd`` finds its checkout."""
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    imported = imported_checkout()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "vislearn" / "__init__.py").is_file() and (folder / "pyproject.toml").is_file():
+            if folder.resolve() == imported:
+                return None
+            return (f"WARNING: this notebook is in the checkout {folder}, but Python imported vislearn from "
+                    f"{imported}: you are running the other checkout's code. Run `source {folder}/scripts/env.sh` "
+                    f"(it points the course venv at this checkout), then restart the kernel.")
+    return None
+
+
 def setup(preset: str = "auto", device: str = "auto", seed: int = 0, *, verbose: bool = True) -> Setup:
     """Resolve the notebook parameters, seed everything and print the result.
 
@@ -157,5 +179,8 @@ def setup(preset: str = "auto", device: str = "auto", seed: int = 0, *, verbose:
                    seed=check_int("seed", seed, minimum=0, maximum=MAX_SEED))
     seed_everything(chosen.seed)
     if verbose:
-        print(chosen.describe())
+        print(f"{chosen.describe()}  vislearn={imported_checkout()}")
+        warning = checkout_warning()
+        if warning:
+            print(warning)
     return chosen

@@ -148,3 +148,38 @@ def test_default_value_and_flip_keep_the_scenes_made_before_them():
     assert int(s.masks.sum()) == 12543 and s.boxes[3].tolist() == [25, 5, 35, 35]
     expected = torch.tensor([-0.317691445350647, -0.21010185778141022, -0.1093573272228241])
     assert torch.allclose(s.images[3, :, 20, 30], expected, atol=1e-5)
+
+
+def ten_items_per_class() -> tuple[np.ndarray, np.ndarray]:
+    """100 white squares, 10 per class: enough items to split into trained-on and validation."""
+    return np.full((100, 28, 28), 255, np.uint8), np.arange(100) % 10
+
+
+def test_scene_items_are_the_items_make_scenes_pastes_without_composing():
+    items = ten_items_per_class()
+    s = sc.make_scenes(30, "train", seed=4, items=items)
+    assert s.items.shape == (30,) and np.array_equal(items[1][s.items.numpy()], s.labels.numpy())
+    np.testing.assert_array_equal(sc.scene_items(30, "train", 4, items=items), s.items.numpy())
+    assert torch.equal(s.subset([3, 1]).items, s.items[[3, 1]])
+
+
+def test_validation_scenes_never_paste_an_excluded_item_and_stay_balanced():
+    items = ten_items_per_class()
+    train = sc.make_scenes(40, "train", seed=0, items=items)
+    val = sc.make_scenes(50, "val", seed=0, items=items, exclude=train.items.numpy())
+    assert not set(val.items.tolist()) & set(train.items.tolist())
+    assert torch.bincount(val.labels).tolist() == [5] * 10
+    again = sc.make_scenes(50, "val", seed=0, items=items, exclude=train.items.numpy())
+    assert torch.equal(again.images, val.images)                                       # deterministic
+    other = sc.make_scenes(50, "train", seed=0, items=items, exclude=train.items.numpy())
+    assert not torch.equal(other.images, val.images)                     # its own random stream
+
+
+def test_validation_scenes_need_an_exclude_and_enough_items_left():
+    items = ten_items_per_class()
+    with pytest.raises(ValueError, match="exclude="):
+        sc.make_scenes(5, "val", items=items)
+    with pytest.raises(ValueError, match="not every class"):
+        sc.make_scenes(5, "val", items=items, exclude=np.flatnonzero(items[1] == 3))    # class 3 all used
+    with pytest.raises(ValueError, match="split"):
+        sc.make_scenes(5, "validation", items=items)

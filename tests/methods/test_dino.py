@@ -20,21 +20,48 @@ def tiny_vit(**kw) -> VisionTransformer:
     return VisionTransformer(ViTConfig(**{**cfg, **kw}))
 
 
-def test_cosine_schedule_endpoints_and_shape():
-    s = D.cosine_schedule(1.0, 0.1, total_steps=100, warmup_steps=10, warmup_start=0.0)
-    assert s.shape == (100,)
-    assert s[0] == 0.0 and s[10] == pytest.approx(1.0) and s[-1] == pytest.approx(0.1)
-    assert np.all(np.diff(s[:11]) > 0) and np.all(np.diff(s[10:]) <= 0)
-    m = D.cosine_schedule(0.996, 1.0, total_steps=50)               # teacher momentum goes up to 1
-    assert m[0] == pytest.approx(0.996) and m[-1] == pytest.approx(1.0) and np.all(np.diff(m) >= 0)
-    assert m[25] == pytest.approx(0.996 + 0.004 * 0.5 * (1 - math.cos(math.pi * 25 / 49)))
+def reference_cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0,
+                               start_warmup_value=0):
+    """facebookresearch/dino, utils.cosine_scheduler, as released (asserts kept)."""
+    warmup_schedule = np.array([])
+    warmup_iters = warmup_epochs * niter_per_ep
+    if warmup_epochs > 0:
+        warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
+    iters = np.arange(epochs * niter_per_ep - warmup_iters)
+    schedule = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
+    schedule = np.concatenate((warmup_schedule, schedule))
+    assert len(schedule) == epochs * niter_per_ep
+    return schedule
 
 
-def test_teacher_temperature_warmup():
-    t = D.teacher_temperature_schedule(0.04, 0.07, warmup_steps=4, total_steps=10)
-    assert t.shape == (10,)
-    assert t[0] == pytest.approx(0.04) and t[3] == pytest.approx(0.07) and np.all(t[3:] == 0.07)
-    assert t[1] == pytest.approx(0.05)
+@pytest.mark.parametrize("base, final, epochs, niter, warmup, start", [
+    (5e-4, 1e-6, 10, 7, 2, 0.0),         # learning rate: warmup from 0
+    (0.04, 0.4, 3, 5, 0, 0.0),           # weight decay goes up, no warmup
+    (0.996, 1.0, 4, 1, 0, 0.0),          # teacher momentum, one step per epoch
+    (1.0, 0.1, 2, 3, 1, 0.5)])           # warmup from a non-zero start
+def test_cosine_schedule_equals_dinos_cosine_scheduler_edges_included(base, final, epochs, niter, warmup, start):
+    ours = D.cosine_schedule(base, final, epochs * niter, warmup * niter, warmup_start=start)
+    ref = reference_cosine_scheduler(base, final, epochs, niter, warmup, start)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-15)
+    w = warmup * niter
+    if w:
+        assert ours[w - 1] == ours[w] == base         # the warmup ends on base, and the cosine repeats it
+    n = epochs * niter - w                                                  # the cosine stops one step short
+    last = final + 0.5 * (base - final) * (1 + math.cos(math.pi * (n - 1) / n))
+    assert ours[-1] != final and ours[-1] == pytest.approx(last)
+
+
+def test_teacher_temperature_warmup_is_per_epoch_as_dinos_loss():
+    # DINOLoss: linspace(warmup_teacher_temp, teacher_temp, warmup_epochs), then teacher_temp, indexed by epoch
+    warm, epochs, per_epoch = 3, 5, 4
+    ref = np.concatenate([np.linspace(0.04, 0.07, warm), np.ones(epochs - warm) * 0.07])
+    t = D.teacher_temperature_schedule(0.04, 0.07, warm, epochs * per_epoch, per_epoch)
+    assert t.shape == (20,)
+    np.testing.assert_array_equal(t, np.repeat(ref, per_epoch))          # constant within each epoch
+    assert t[3] == 0.04 and t[4] == pytest.approx(0.055) and t[8] == pytest.approx(0.07)
+    # no warmup; and a run that ends mid-epoch
+    assert np.all(D.teacher_temperature_schedule(0.04, 0.07, 0, 10, 4) == 0.07)
+    assert D.teacher_temperature_schedule(0.04, 0.07, 2, 6, 4).tolist() == [0.04] * 4 + [0.07] * 2
 
 
 def test_ema_update_math():
@@ -110,10 +137,58 @@ def test_backbone_on_local_crops_interpolates_positions():
     vit = tiny_vit()
     assert vit.positions(4) is vit.pos_embed
     assert vit.positions(2).shape == (1, 1 + 4, 16)
-    torch.testing.assert_close(vit.positions(2), resize_pos_embed(vit.pos_embed, 2, 1, antialias=False))
+    torch.testing.assert_close(vit.positions(2), resize_pos_embed(vit.pos_embed, 2, 1, antialias=False,
+                                                                  scale_offset=0.1))
     x = torch.randn(3, 3, 16, 16)
     assert torch.allclose(D.backbone_features(vit, x), vit.forward_head(vit.forward_features(x), pre_logits=True))
     assert D.backbone_features(vit, torch.randn(3, 3, 8, 8)).shape == (3, 16)
+
+
+def reference_interpolate_pos_encoding(pos_embed, npatch_side, patch_size=1):
+    """facebookresearch/dino, vision_transformer.VisionTransformer.interpolate_pos_encoding, on a square
+    crop of ``npatch_side`` patches (w = h = npatch_side * patch_size)."""
+    N = pos_embed.shape[1] - 1
+    class_pos_embed, patch_pos_embed = pos_embed[:, 0], pos_embed[:, 1:]
+    dim = pos_embed.shape[-1]
+    w0 = h0 = npatch_side * patch_size // patch_size
+    w0, h0 = w0 + 0.1, h0 + 0.1
+    patch_pos_embed = torch.nn.functional.interpolate(
+        patch_pos_embed.reshape(1, int(math.sqrt(N)), int(math.sqrt(N)), dim).permute(0, 3, 1, 2),
+        scale_factor=(w0 / math.sqrt(N), h0 / math.sqrt(N)), mode="bicubic")
+    assert int(w0) == patch_pos_embed.shape[-2] and int(h0) == patch_pos_embed.shape[-1]
+    patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).view(1, -1, dim)
+    return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1)
+
+
+@pytest.mark.parametrize("g, new", [(8, 4), (8, 6), (4, 2), (14, 6), (4, 8)])
+def test_local_crop_positions_equal_dinos_interpolate_pos_encoding(g, new):
+    torch.manual_seed(g * new)
+    pe = torch.randn(1, 1 + g * g, 12)
+    ours = resize_pos_embed(pe, new, 1, antialias=False, scale_offset=0.1)
+    torch.testing.assert_close(ours, reference_interpolate_pos_encoding(pe, new), rtol=0, atol=1e-6)
+    by_size = resize_pos_embed(pe, new, 1, antialias=False)                 # what we did before: same shape
+    assert by_size.shape == ours.shape and (by_size - ours).abs().max() > 1e-3   # other values
+
+
+def test_local_crop_positions_of_the_bundled_dino_differ_from_resizing_by_size():
+    """The issue's numbers: on the bundled DINO's 8 x 8 table, resized to the 4 x 4 grid of a local crop."""
+    vit = weights.load("dino_scenes")
+    ours = vit.positions(4)
+    torch.testing.assert_close(ours, reference_interpolate_pos_encoding(vit.pos_embed, 4), rtol=0, atol=1e-6)
+    diff = (ours - resize_pos_embed(vit.pos_embed, 4, 1, antialias=False)).abs().max().item()
+    assert 0.005 < diff < 0.2, diff
+
+
+def test_head_last_layer_keeps_nn_linears_default_init():
+    torch.manual_seed(0)
+    head = D.DINOHead(64, 256, hidden_dim=32, bottleneck_dim=64)
+    v = head.last_layer.weight_v
+    assert v.abs().max() <= 1 / math.sqrt(64)                              # uniform in +-1/sqrt(in)
+    assert v.norm(dim=1).mean().item() == pytest.approx(1 / math.sqrt(3), rel=0.05)   # rows of norm ~0.58
+    torch.testing.assert_close(head.last_layer.weight.norm(dim=1), torch.ones(256))    # g = 1: unit prototypes
+    for m in head.mlp:                                                      # the MLP keeps trunc_normal(0.02)
+        if isinstance(m, torch.nn.Linear):
+            assert m.weight.std().item() == pytest.approx(0.02, rel=0.15) and torch.all(m.bias == 0)
 
 
 def test_dino_wrapper_teacher_is_a_frozen_copy():
@@ -164,7 +239,7 @@ def test_backbone_features_of_a_deit_on_small_crops_keep_both_prefix_tokens():
                                                  depth=1, num_heads=2)).eval()
     x = torch.randn(2, 3, 8, 8)                                          # a 2 x 2 grid instead of 4 x 4
     with torch.no_grad():
-        pos = resize_pos_embed(deit.pos_embed, 2, 2, antialias=False)    # (1, 2 + 4, D)
+        pos = resize_pos_embed(deit.pos_embed, 2, 2, antialias=False, scale_offset=0.1)    # (1, 2 + 4, D)
         tokens = torch.cat([deit.cls_token.expand(2, -1, -1), deit.dist_token.expand(2, -1, -1),
                             deit.patch_embed(x)], dim=1) + pos
         tokens = deit.norm(deit.blocks[0](tokens))

@@ -21,7 +21,7 @@ from vislearn.models.deit import DeiTConfig, DistilledVisionTransformer
 from vislearn.recipes import all_recipes
 from vislearn.train import weights
 
-STUDENTS = ("deit_fmnist_none", "deit_fmnist_soft", "deit_fmnist_hard", "deit_fmnist_hard_cls")
+STUDENTS = ("deit_fmnist_none", "deit_fmnist_soft", "deit_fmnist_soft_code", "deit_fmnist_hard", "deit_fmnist_hard_cls")
 
 
 def tiny_deit(num_classes: int = 3) -> DistilledVisionTransformer:
@@ -53,6 +53,39 @@ def test_soft_loss_is_a_per_image_mean_and_zero_kl_when_student_equals_teacher()
     one = distill.soft_distillation_loss(cls, dist, t, y)
     two = distill.soft_distillation_loss(cls.repeat(2, 1), dist.repeat(2, 1), t.repeat(2, 1), y.repeat(2))
     assert one.item() == pytest.approx(two.item(), rel=1e-6)
+
+
+def reference_deit_soft_loss(base_loss, outputs_kd, teacher_outputs, tau, alpha):
+    """facebookresearch/deit, losses.DistillationLoss.forward, distillation_type == 'soft', as released."""
+    T = tau
+    distillation_loss = F.kl_div(
+        F.log_softmax(outputs_kd / T, dim=1),
+        F.log_softmax(teacher_outputs / T, dim=1),
+        reduction='sum',
+        log_target=True
+    ) * (T * T) / outputs_kd.numel()
+    return base_loss * (1 - alpha) + distillation_loss * alpha
+
+
+def test_soft_loss_code_scaling_equals_deits_losses_py_and_paper_scaling_is_classes_times_stronger():
+    g = torch.Generator().manual_seed(1)
+    B, C, tau, lam = 128, 10, 3.0, 0.1
+    cls, dist, t = (torch.randn(B, C, generator=g) * 3 for _ in range(3))
+    y = torch.randint(0, C, (B,), generator=g)
+    code = distill.soft_distillation_loss(cls, dist, t, y, tau=tau, lam=lam, scaling="code")
+    torch.testing.assert_close(code, reference_deit_soft_loss(F.cross_entropy(cls, y), dist, t, tau, lam))
+    paper = distill.soft_distillation_loss(cls, dist, t, y, tau=tau, lam=lam)
+    ce = (1 - lam) * F.cross_entropy(cls, y)
+    torch.testing.assert_close(paper - ce, (code - ce) * C)             # the teacher term: C x stronger
+    loss = distill.DistillationLoss("soft_code", FixedTeacher([0.0, 0.0, 3.0]))
+    model, x = tiny_deit().train(), torch.randn(4, 1, 8, 8)
+    torch.manual_seed(0)
+    a = loss(model, x, y[:4] % 3)
+    c, d = distill.two_heads(model, x)
+    torch.testing.assert_close(a, reference_deit_soft_loss(F.cross_entropy(c, y[:4] % 3), d,
+                                                           loss.teacher_logits(x), distill.TAU, distill.LAMBDA))
+    with pytest.raises(ParameterError, match="paper"):
+        distill.soft_distillation_loss(cls, dist, t, y, scaling="batch")
 
 
 def test_hard_loss_known_value_uses_teacher_argmax():

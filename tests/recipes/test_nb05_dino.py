@@ -89,3 +89,20 @@ def test_run_recipe_trains_on_the_extra_scenes_but_keeps_the_bank(monkeypatch, k
         pytest.skip("Fashion-MNIST not available")
     assert seen["n"] == 16 + 24
     assert metrics["train_scenes"] == 40 and metrics["bank_scenes"] == 16 and metrics["test_scenes"] == 8
+
+
+def test_validation_scenes_exclude_every_item_the_bundled_models_trained_on():
+    """The full recipe trains on 20,000 bank scenes (seed 0) and 40,000 extra ones (seed 1): validation
+    scenes paste none of those items, nor any of a notebook's own bank; test scenes are another split."""
+    from vislearn.data import DataNotFoundError
+
+    full = get("dino_scenes").presets["full"]
+    try:
+        trained = nb05.trained_items(full, 0)
+        bank = scenes.make_scenes(50, "train", 3, full.scenes)
+        val = nb05.validation_scenes(200, [full], 0, bank=bank)
+    except DataNotFoundError:
+        pytest.skip("Fashion-MNIST not available")
+    assert len(trained) == full.train_scenes + full.extra_scenes
+    assert not set(val.items.tolist()) & (set(trained.tolist()) | set(bank.items.tolist()))
+    assert val.config == full.scenes and len(val) == 200

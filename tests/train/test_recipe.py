@@ -106,7 +106,7 @@ def test_every_recipe_is_registered_once_and_names_its_notebook():
     from pathlib import Path
 
     found = recipes.all_recipes()
-    assert len(found) == 16 and set(weights.read_manifest()) == set(found)
+    assert len(found) == 17 and set(weights.read_manifest()) == set(found)
     notebooks = {p.stem for p in (Path(recipes.__file__).parents[2] / "notebooks").glob("*.ipynb")}
     for name, recipe in found.items():
         assert recipe.notebook in notebooks, name

@@ -31,7 +31,11 @@ PASCAL VOC is far too big for a CPU; so we build scenes from real data that ever
 
 Train scenes paste items of Fashion-MNIST's train split, test scenes items of its test split, so
 no object is shared between them (backgrounds come from the same photos, at random places).
-Everything is deterministic given ``(split, seed)``: same arguments, same scenes, bit for bit.
+**Validation** scenes (split ``val``) paste train-split items that no training scene pasted
+(``exclude``: the ``items`` of the training scenes, or ``scene_items`` without composing them):
+every choice (hyper-parameters, thresholds, designs) is made on them, and test scenes are scored
+once, for the setting chosen. Everything is deterministic given ``(split, seed)``: same arguments,
+same scenes, bit for bit.
 
 At 64 px with a patch of 8 px, a ViT sees an 8 x 8 grid of patches: fine enough to see an
 attention map outline an object. Built in notebook 05 (DINO).
@@ -113,6 +117,7 @@ class Scenes:
     textures: list[str]         # (N,) name of the photo each background was cropped from
     boxes: torch.Tensor         # (N, 4) int64 top, left, side, side of the pasted item
     config: SceneConfig
+    items: torch.Tensor | None = None  # (N,) int64 index of each pasted item in its Fashion-MNIST split
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -128,7 +133,8 @@ class Scenes:
     def subset(self, index) -> Scenes:
         index = torch.as_tensor(index)
         return Scenes(self.images[index], self.masks[index], self.labels[index],
-                      [self.textures[i] for i in index.tolist()], self.boxes[index], self.config)
+                      [self.textures[i] for i in index.tolist()], self.boxes[index], self.config,
+                      None if self.items is None else self.items[index])
 
 
 def normalize_scenes(x: torch.Tensor) -> torch.Tensor:
@@ -189,30 +195,68 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
     return v[:, None] - v[:, None] * s[:, None] * (torch.minimum(k, 4 - k).clamp(0, 1))
 
 
+SPLITS = ("train", "val", "test")
+_SPLIT_KEY = {"train": 0, "test": 1, "val": 2}     # each split its own random stream
+
+
+def _choose_items(rng: np.random.Generator, item_labels: np.ndarray, pool: np.ndarray,
+                  n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced labels, then one random item of each chosen class among ``pool`` (indices)."""
+    classes = np.unique(item_labels[pool])
+    labels = rng.permutation(np.resize(classes, n))
+    by_class = {c: pool[item_labels[pool] == c] for c in classes}
+    return labels, np.array([rng.choice(by_class[c]) for c in labels], dtype=np.int64)
+
+
+def _split_items(split: str, items, exclude) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The split's item images and labels, and the pool of indices that may be pasted."""
+    item_images, item_labels = items if items is not None else load_fashion_mnist_arrays(
+        "test" if split == "test" else "train")
+    pool = np.arange(len(item_labels))
+    if exclude is not None:
+        pool = np.setdiff1d(pool, np.asarray(exclude, dtype=np.int64))
+    if split == "val" and exclude is None:
+        raise ValueError("validation scenes need exclude=: the items of the training scenes "
+                         "(Scenes.items or scene_items(...)), so that no validation object was trained on")
+    if len(np.unique(item_labels[pool])) < len(np.unique(item_labels)):
+        raise ValueError(f"only {len(pool)} items are left after exclude=, not every class among them")
+    return item_images, item_labels, pool
+
+
+def scene_items(n: int, split: str = "train", seed: int = 0, *,
+                items: tuple[np.ndarray, np.ndarray] | None = None, exclude=None) -> np.ndarray:
+    """The indices of the items that ``make_scenes`` with the same arguments pastes, (n,), without
+    composing a single image (cheap: what the validation split must exclude). The choice does not
+    depend on the SceneConfig."""
+    n = check_int("n", n, minimum=1)
+    check_choice("split", split, SPLITS)
+    _, item_labels, pool = _split_items(split, items, exclude)
+    return _choose_items(np.random.default_rng([seed, _SPLIT_KEY[split]]), item_labels, pool, n)[1]
+
+
 def make_scenes(n: int, split: str = "train", seed: int = 0, config: SceneConfig | None = None,
-                *, items: tuple[np.ndarray, np.ndarray] | None = None) -> Scenes:
+                *, items: tuple[np.ndarray, np.ndarray] | None = None, exclude=None) -> Scenes:
     """``n`` scenes, deterministic given ``(split, seed, config)``.
 
     Args:
         n: number of scenes.
-        split: ``train`` pastes Fashion-MNIST train items, ``test`` its test items.
+        split: ``train`` pastes Fashion-MNIST train items, ``test`` its test items, ``val`` the
+            train items that are not in ``exclude``.
         seed: seed of everything random (which items, backgrounds, positions, colours).
         config: sizes and ranges; see ``SceneConfig``.
         items: (images (M, 28, 28) uint8, labels (M,)) to paste instead of Fashion-MNIST's split
             (tests use a few synthetic items).
+        exclude: indices of items not to paste (required for ``val``: the training scenes' items).
     """
     cfg = config or SceneConfig()
     n = check_int("n", n, minimum=1)
-    check_choice("split", split, ("train", "test"))
-    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-    item_images, item_labels = items if items is not None else load_fashion_mnist_arrays(split)
+    check_choice("split", split, SPLITS)
+    rng = np.random.default_rng([seed, _SPLIT_KEY[split]])
+    item_images, item_labels, pool = _split_items(split, items, exclude)
     S = cfg.size
 
     # Balanced labels, then one random item of each chosen class.
-    classes = np.unique(item_labels)
-    labels = rng.permutation(np.resize(classes, n))
-    by_class = {c: np.flatnonzero(item_labels == c) for c in classes}
-    chosen = np.array([rng.choice(by_class[c]) for c in labels])
+    labels, chosen = _choose_items(rng, item_labels, pool, n)
 
     # Every random number is drawn first, in a fixed order; images are then composed in chunks.
     textures = [_texture(name) for name in cfg.backgrounds]                   # (3, H, W) each
@@ -264,10 +308,12 @@ def make_scenes(n: int, split: str = "train", seed: int = 0, config: SceneConfig
 
     return Scenes(images=images, masks=masks, labels=torch.from_numpy(labels),
                   textures=[cfg.backgrounds[t] for t in tex_id],
-                  boxes=torch.from_numpy(np.stack([top, left, side, side], 1)), config=cfg)
+                  boxes=torch.from_numpy(np.stack([top, left, side, side], 1)), config=cfg,
+                  items=torch.from_numpy(chosen))
 
 
 def train_test_scenes(n_train: int, n_test: int, seed: int = 0,
                       config: SceneConfig | None = None) -> tuple[Scenes, Scenes]:
     """A train and a test set of scenes (different Fashion-MNIST items, different seeds)."""
     return make_scenes(n_train, "train", seed, config), make_scenes(n_test, "test", seed, config)
+

@@ -54,8 +54,10 @@ class WeightNormLinear(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, fix_norm: bool = True):
         super().__init__()
-        self.weight_v = nn.Parameter(torch.empty(out_dim, in_dim))
-        nn.init.trunc_normal_(self.weight_v, std=0.02)
+        # nn.Linear's default init (uniform in +-1/sqrt(in), rows of norm ~0.58), as in the reference,
+        # which creates the last layer after ``apply(_init_weights)``: the direction is random either
+        # way, but |v| sets the step size of the prototypes (the gradient on v scales as 1/|v|).
+        self.weight_v = nn.Parameter(nn.Linear(in_dim, out_dim, bias=False).weight.detach().clone())
         self.weight_g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not fix_norm)
 
     @property
@@ -92,25 +94,33 @@ class DINOHead(nn.Module):
 
 def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0,
                     warmup_start: float = 0.0) -> np.ndarray:
-    """One value per step: linear warmup from ``warmup_start`` to ``base``, then a half cosine from
-    ``base`` down (or up) to exactly ``final`` at the last step. Shape (total_steps,)."""
+    """One value per step, as DINO's ``utils.cosine_scheduler``: a linear warmup from ``warmup_start``
+    that ends *on* ``base``, then a half cosine from ``base`` towards ``final``. Shape (total_steps,).
+
+    Two edges follow the reference exactly (``tests/methods/test_dino.py`` compares them with a copy
+    of it): the first step after the warmup repeats ``base``, and the cosine stops one step short
+    of ``final`` (its last value is ``final + (base - final) (1 + cos(pi (n-1)/n)) / 2``).
+    """
     warmup_steps = min(warmup_steps, total_steps)
-    warm = np.linspace(warmup_start, base, warmup_steps, endpoint=False) if warmup_steps else np.zeros(0)
+    warm = np.linspace(warmup_start, base, warmup_steps)
     n = total_steps - warmup_steps
-    t = np.arange(n) / max(1, n - 1)
-    cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * t))
+    cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * np.arange(n) / max(n, 1)))
     return np.concatenate([warm, cos])
 
 
-def teacher_temperature_schedule(start: float, final: float, warmup_steps: int,
-                                 total_steps: int) -> np.ndarray:
-    """Linear warm-up of the teacher temperature from ``start`` to ``final``, then constant.
+def teacher_temperature_schedule(start: float, final: float, warmup_epochs: float, total_steps: int,
+                                 steps_per_epoch: int) -> np.ndarray:
+    """Teacher temperature per step: constant within an epoch, warmed up linearly over epochs from
+    ``start`` (epoch 0) to ``final`` (epoch ``warmup_epochs`` - 1), then ``final``; as DINO's
+    ``DINOLoss``, which indexes a per-epoch schedule by the epoch. Shape (total_steps,).
 
     A teacher too sharp too early can collapse the student onto one prototype; the paper warms
-    it from 0.04 to its final value over the first 30 epochs."""
-    warmup_steps = min(warmup_steps, total_steps)
-    return np.concatenate([np.linspace(start, final, warmup_steps),
-                           np.full(total_steps - warmup_steps, final)])
+    it from 0.04 to its final value over the first 30 epochs. ``warmup_epochs`` is rounded to a
+    whole number of epochs (the reference takes an int)."""
+    warm = max(0, round(warmup_epochs))
+    n_epochs = max(warm, -(-total_steps // steps_per_epoch))
+    per_epoch = np.concatenate([np.linspace(start, final, warm), np.full(n_epochs - warm, final)])
+    return per_epoch[np.arange(total_steps) // steps_per_epoch]
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:

@@ -221,17 +221,25 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int | tuple[int, int], num_prefix_tokens: int = 1, *,
-                     mode: str = "bicubic", antialias: bool = True) -> torch.Tensor:
+                     mode: str = "bicubic", antialias: bool = True,
+                     scale_offset: float | None = None) -> torch.Tensor:
     """Learned position embeddings on another patch grid: the patch part is seen as a (D, g, g) image
     and resized; prefix tokens ([CLS], [DIST]) keep theirs.
 
-    ``antialias=True`` is timm's ``resample_abs_pos_embed`` (a ViT evaluated at another resolution,
-    notebook 04); ``antialias=False`` is DINO's ``interpolate_pos_encoding`` for its small local crops
-    (notebook 05). They differ only when the grid shrinks.
+    Two references, two ways to resize:
+
+    - timm's ``resample_abs_pos_embed`` (a ViT evaluated at another resolution, notebook 04): to the
+      new ``size``, antialiased (the defaults);
+    - DINO's ``interpolate_pos_encoding`` (its small local crops, notebook 05): ``antialias=False,
+      scale_offset=0.1``, i.e. ``scale_factor=((rows + 0.1) / g, (cols + 0.1) / g)`` instead of a
+      size. The output has the same shape, but ``interpolate`` then maps output pixels to input
+      positions with that factor rather than with ``rows / g``: samples shift by up to a few tenths
+      of a patch, and the tables differ (by up to ~0.04 for a 8 -> 4 grid).
 
     Args:
         pos_embed: (1, prefix + g * g, D), on a square grid.
         new_grid: side of the new grid (or (rows, columns)).
+        scale_offset: if given, resize by ``scale_factor=(side + scale_offset) / g`` (DINO: 0.1).
     Returns:
         (1, prefix + rows * columns, D).
     """
@@ -244,7 +252,14 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int | tuple[int, int], n
         return pos_embed
     D = patches.shape[-1]
     grid = patches.reshape(1, g, g, D).permute(0, 3, 1, 2).float()                     # (1, D, g, g)
-    grid = F.interpolate(grid, size=(rows, cols), mode=mode, align_corners=False, antialias=antialias)
+    if scale_offset is None:
+        grid = F.interpolate(grid, size=(rows, cols), mode=mode, align_corners=False, antialias=antialias)
+    else:
+        scale = ((rows + scale_offset) / g, (cols + scale_offset) / g)
+        grid = F.interpolate(grid, scale_factor=scale, mode=mode, align_corners=False, antialias=antialias)
+        if grid.shape[-2:] != (rows, cols):
+            raise ValueError(f"scale_offset={scale_offset} resizes a {g} x {g} grid to "
+                             f"{tuple(grid.shape[-2:])}, not {(rows, cols)}")
     patches = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, D).to(pos_embed.dtype)  # (1, rows * cols, D)
     return torch.cat([prefix, patches], dim=1)
 

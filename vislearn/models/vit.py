@@ -75,10 +75,10 @@ class VisionTransformer(TokenClassifier):
     def positions(self, grid: int) -> torch.Tensor:
         """The position table for a grid x grid patch grid (1, prefix + grid^2, D): the learned one, or,
         for inputs of another size (DINO's local crops), the learned one resized as DINO's
-        ``interpolate_pos_encoding`` does (bicubic, no antialiasing)."""
+        ``interpolate_pos_encoding`` does (bicubic, no antialiasing, ``scale_factor=(grid + 0.1) / g``)."""
         if grid == self.patch_embed.grid_size:
             return self.pos_embed
-        return resize_pos_embed(self.pos_embed, grid, self.num_prefix_tokens, antialias=False)
+        return resize_pos_embed(self.pos_embed, grid, self.num_prefix_tokens, antialias=False, scale_offset=0.1)
 
     def prefix_tokens(self, batch: int) -> list[torch.Tensor]:
         """The learned tokens put before the patches: [CLS] (or none), each (B, 1, D)."""

@@ -8,14 +8,16 @@ is saved (the paper evaluates the teacher), as arch "vit".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 from ..analysis.evaluation import EvalSet, backbone_evaluator, evaluate_backbone
 from ..data.augment import MultiCropConfig
-from ..data.scenes import DINO_SCENES, SceneConfig, Scenes, make_scenes, train_test_scenes
+from ..data.scenes import DINO_SCENES, SceneConfig, Scenes, make_scenes, scene_items, train_test_scenes
 from ..methods.dino import DINO
 from ..methods.dino_training import DINOConfig, DINOHistory, train_dino
 from ..models.convert import build
@@ -31,12 +33,52 @@ class ScenesRun:
     """One preset of a scenes recipe: which scenes, how many, and the training config."""
 
     train_scenes: int                      # scenes to train on (and the k-NN bank)
-    test_scenes: int                       # test scenes (k-NN queries and Jaccard)
+    test_scenes: int                       # test scenes (k-NN queries and Jaccard), scored once at the end
     train: DINOConfig | TrainConfig        # DINO (no labels) or supervised training
     eval_bank: int | None = None           # k-NN bank size for evaluations during training (None: all)
-    eval_test: int | None = 1000           # test scenes for evaluations during training
+    eval_test: int | None = 1000           # validation scenes for evaluations during training
     extra_scenes: int = 0                  # more training scenes (split "train", seed + 1): trained on, not in the bank
     scenes: SceneConfig = DINO_SCENES      # how the scenes are drawn
+    val_scenes: int | None = None          # validation scenes (None: as many as test scenes)
+
+
+@dataclass
+class RunScenes:
+    """The scenes of one preset: what the model trains on, the k-NN bank, validation and test."""
+
+    train_images: torch.Tensor             # (N, 3, S, S): the bank's scenes, then the extra ones
+    train_labels: torch.Tensor             # (N,)
+    bank: Scenes                           # labelled training scenes: the k-NN bank
+    val: Scenes                            # for every choice: items no training scene pasted
+    test: Scenes                           # Fashion-MNIST test items, scored once
+
+
+def trained_items(run: ScenesRun, seed: int = 0) -> np.ndarray:
+    """Indices of the Fashion-MNIST train items that ``run``'s training scenes paste (bank and extra)."""
+    items = [scene_items(run.train_scenes, "train", seed)]
+    if run.extra_scenes:
+        items.append(scene_items(run.extra_scenes, "train", seed + 1))
+    return np.concatenate(items)
+
+
+def validation_scenes(n: int, runs: Sequence[ScenesRun], seed: int = 0, config: SceneConfig | None = None, *,
+                      bank: Scenes | None = None) -> Scenes:
+    """``n`` validation scenes whose items no training scene of ``runs`` (nor ``bank``) pasted: what
+    every choice is made on (thresholds, designs, settings), so that test scenes are scored once."""
+    exclude = [trained_items(run, seed) for run in runs] + ([] if bank is None else [bank.items.numpy()])
+    return make_scenes(n, "val", seed, config or runs[0].scenes, exclude=np.concatenate(exclude))
+
+
+def run_scenes(run: ScenesRun, seed: int = 0) -> RunScenes:
+    """The scenes of ``run``: validation scenes exclude the items of the bank *and* of the extra
+    training scenes."""
+    bank, test = train_test_scenes(run.train_scenes, run.test_scenes, seed, run.scenes)
+    val = validation_scenes(run.val_scenes or run.test_scenes, [run], seed)
+    images, labels = bank.images, bank.labels
+    if run.extra_scenes:
+        extra = make_scenes(run.extra_scenes, "train", seed + 1, run.scenes)
+        images, labels = torch.cat([images, extra.images]), torch.cat([labels, extra.labels])
+    return RunScenes(images, labels, bank, val, test)
 
 
 def final_metrics(backbone: torch.nn.Module, train: Scenes, test: Scenes, device: torch.device) -> dict[str, float]:
@@ -49,31 +91,30 @@ def final_metrics(backbone: torch.nn.Module, train: Scenes, test: Scenes, device
 def train_scenes(recipe: Recipe, run: ScenesRun, *, device: torch.device, seed: int, progress: bool) -> Trained:
     """The trainer of both recipes: DINO when ``run.train`` is a DINOConfig, else supervised ``fit``."""
     cfg = run.train
-    train, test = train_test_scenes(run.train_scenes, run.test_scenes, seed, run.scenes)
-    images, labels = train.images, train.labels                  # what the model trains on: (N, 3, S, S), (N,)
-    if run.extra_scenes:
-        extra = make_scenes(run.extra_scenes, "train", seed + 1, run.scenes)
-        images, labels = torch.cat([images, extra.images]), torch.cat([labels, extra.labels])
+    data = run_scenes(run, seed)
+    train, val, test = data.bank, data.val, data.test
+    images, labels = data.train_images, data.train_labels         # what the model trains on: (N, 3, S, S), (N,)
     model = build("vit", recipe.model)
     if isinstance(cfg, DINOConfig):
         student = VisionTransformer(replace(ViTConfig(**recipe.model), drop_path_rate=cfg.drop_path))
         dino = DINO(student, cfg.out_dim, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim,
                     norm_last_layer=cfg.norm_last_layer)
-        ev = EvalSet.from_scenes(train, test, run.eval_bank, run.eval_test)
+        ev = EvalSet.from_scenes(train, val, run.eval_bank, run.eval_test)      # watched on validation
         history = train_dino(dino, images, cfg, evaluate=backbone_evaluator(ev, device), device=device, seed=seed,
                              progress=progress)
         model.load_state_dict(dino.teacher_backbone.state_dict())
         extra_metrics = {"images_per_second": round(history.images_per_second, 1)}
     else:
-        history = fit(model, TensorDataset(images, labels), test.dataset(), cfg, device=device, seed=seed,
+        history = fit(model, TensorDataset(images, labels), val.dataset(), cfg, device=device, seed=seed,
                       progress=progress)
         extra_metrics = {"test_accuracy": round(evaluate(model, test.dataset(), device)["accuracy"], 4)}
     model.eval()
-    metrics = {**final_metrics(model, train, test, device), **extra_metrics,
+    val_metrics = {f"val_{k}": v for k, v in final_metrics(model, train, val, device).items()}
+    metrics = {**final_metrics(model, train, test, device), **val_metrics, **extra_metrics,
                "train_seconds": round(history.seconds, 1), "device": str(device),
                "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
                "epochs": cfg.epochs, "train_scenes": len(images), "bank_scenes": len(train),
-               "test_scenes": len(test)}
+               "val_scenes": len(val), "test_scenes": len(test)}
     extra = {"train_config": jsonable_config(cfg), "scenes": run.scenes.to_dict()}
     return Trained(model, history, metrics, extra=extra)
 
