@@ -7,7 +7,7 @@ layered, and data flows down this list while imports point up it:
     data/               Fashion-MNIST, bundled photos, scenes with masks, augmentations
     models/             layers and models from scratch, converters from timm, parity checks
     train/              the training loop, the one Recipe type, checkpoints (weights)
-    methods/            the ideas: distillation, LayerScale, resolution, LPI, DINO, k-means and PQ, ...
+    methods/            the ideas: distillation, LayerScale, resolution, LPI, DINO, k-means and PQ, watermarks, ...
     analysis/           attention maps, k-NN, Jaccard, timing and memory fits
     recipes/            the named runs behind the bundled checkpoints, one module per notebook
     course/             figures and widgets, the batch runner and its report, the command line
@@ -43,6 +43,8 @@ _EXPORTS: dict[str, str] = {
     "DINOLoss": "vislearn.methods.dino", "train_dino": "vislearn.methods.dino_training",
     "kmeans": "vislearn.methods.kmeans", "ProductQuantizer": "vislearn.methods.pq", "OPQ": "vislearn.methods.opq",
     "knn_search": "vislearn.methods.search", "IVFPQ": "vislearn.methods.search", "kselect": "vislearn.methods.kselect",
+    "Whitening": "vislearn.methods.watermark", "mark": "vislearn.methods.watermark_marking",
+    "WatermarkConfig": "vislearn.methods.watermark_marking",
     # analysis
     "knn_accuracy": "vislearn.analysis.evaluation", "attention_jaccard": "vislearn.analysis.evaluation",
     "rollout": "vislearn.analysis.attention", "measure_scaling": "vislearn.analysis.scaling",

@@ -4,7 +4,8 @@
   package, torchvision's download), normalization, and the 32 px variants of notebook 04;
 - ``photos``: photos that scikit-image and scikit-learn ship;
 - ``scenes``: Fashion-MNIST items pasted on textured photos, with masks (notebook 05);
-- ``augment``: batched augmentations (translations and flips, zoom, DINO's multi-crop).
+- ``augment``: batched augmentations (translations and flips, zoom, DINO's multi-crop);
+- ``attacks``: the edits a watermark must survive (real JPEG, rotation, crops, resizing, blur, colour; notebook 08).
 """
 
 from .fmnist import (
