@@ -37,6 +37,8 @@ def test_list_names_every_recipe_with_its_notebook(capsys):
     (["vit_fmnist", "--set", "epochs"], "must look like KEY=VALUE"),
     (["vit_fmnist", "--set", "epoch=3"], "--set key='epoch' is not allowed"),
     (["vit_fmnist", "--set", "epochs=0"], "epochs=0 must be a positive number"),
+    (["vit_fmnist", "--checkpoint-every", "-1"], "--checkpoint-every=-1 must be an integer >= 0"),
+    (["vit_fmnist", "--preset", "smoke", "--resume"], "--checkpoint-every and --resume need --out"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(capsys, args, words):
     import re
@@ -50,6 +52,13 @@ def test_an_out_that_is_a_file_fails_at_once(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     assert main(["vit_fmnist", "--preset", "smoke", "--out", str(tmp_path / "afile")]) == 1
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_resume_without_a_periodic_checkpoint_fails_at_once(tmp_path, capsys):
+    assert main(["vit_fmnist", "--preset", "smoke", "--out", str(tmp_path), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: no periodic checkpoint") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_smoke_run_does_not_replace_a_full_checkpoint(tmp_path, capsys):

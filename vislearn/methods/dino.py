@@ -14,7 +14,8 @@ Mapped to the reference implementation (facebookresearch/dino, ``main_dino.py``)
 - ``DINOHead``: MLP -> bottleneck -> L2 normalization -> weight-normalized linear layer.
 - ``DINOLoss``: cross-entropy between the centred, sharpened teacher and the student over every
   pair of (teacher global view, student view) with different views; centre updated by EMA; teacher
-  temperature warmed up. No ``torch.distributed``: one process, one batch, one mean.
+  temperature warmed up. Under torchrun the centre's batch mean is averaged over the processes
+  (``vislearn.train.distributed.mean``, a no-op in one process), as the reference's all-reduce.
 - ``cosine_schedule``: learning rate, weight decay and teacher momentum as arrays (they plot).
 - ``DINO``: student and teacher (backbone + head) and ``ema_update``. The backbone is our ViT, whose
   ``embed`` resizes its position table for the small local crops (``interpolate_pos_encoding``).
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.vit import VisionTransformer
+from ..train import distributed
 
 
 def backbone_features(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +184,7 @@ class DINOLoss(nn.Module):
         loss = total / pairs
         probs = torch.cat(teacher)                                          # (2B, K)
         stats = {"teacher_entropy": entropy(probs).mean().item(),
-                 "teacher_batch_entropy": entropy(probs.mean(0)).item(),
+                 "teacher_batch_entropy": entropy(distributed.mean(probs.mean(0))).item(),
                  "kl": kl / pairs, "center_norm": self.center.norm().item(),
                  "teacher_temp": self.teacher_temp(step)}
         self.update_center(teacher_out)
@@ -190,8 +192,14 @@ class DINOLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher_out: list[torch.Tensor]) -> None:
-        """c <- m c + (1 - m) mean of this batch's teacher scores (one process: no all-reduce)."""
+        """c <- m c + (1 - m) mean of this batch's teacher scores.
+
+        Under torchrun each process holds a shard of the batch: the mean of the shards' (equal-size)
+        means is the global batch's mean, the reference's ``dist.all_reduce(batch_center)`` then
+        ``batch_center / (len(teacher_output) * world_size)``; every rank gets the same centre.
+        """
         batch_center = torch.cat(teacher_out).mean(dim=0, keepdim=True)     # (1, K)
+        batch_center = distributed.mean(batch_center)                      # over processes (one: itself)
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
 
 

@@ -1,4 +1,4 @@
-"""DINO's training loop in one process, its settings, diagnostics and the evaluation it runs.
+"""DINO's training loop, its settings, diagnostics and the evaluation it runs.
 
 ``train_dino`` follows ``train_one_epoch`` of facebookresearch/dino: per step, multi-crop the batch,
 set the scheduled learning rate and weight decay, teacher scores on the 2 global crops, student
@@ -7,6 +7,11 @@ first epoch, an optimizer step and the EMA update of the teacher. It records per
 (loss, teacher entropy, KL, centre norm, lr, momentum) and evaluates the teacher every
 ``eval_every`` steps with the function it is given (weighted k-NN and attention Jaccard on scenes in
 notebook 05: ``vislearn.analysis.evaluation.backbone_evaluator``). Built in notebook 05.
+
+Under ``torchrun`` (``vislearn.train.distributed``) each process multi-crops the whole global batch
+with the same generator and keeps its shard; gradients are averaged and the centre is updated with
+the batch mean over all processes (as the reference's ``dist.all_reduce``), so student, teacher
+(EMA) and centre stay identical on every rank. Every rank runs ``evaluate`` on its (identical) teacher.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.augment import MultiCrop, MultiCropConfig
+from ..train import distributed, resume
 from ..train.loop import param_groups
 from .dino import DINO, DINOLoss, cosine_schedule, teacher_temperature_schedule
 
@@ -168,7 +174,7 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
                device: torch.device | str = "cpu", seed: int = 0,
                progress: bool = True, max_seconds: float | None = None,
                max_steps: int | None = None) -> DINOHistory:
-    """Train ``dino`` on normalized images (N, C, H, W) with no labels; one process.
+    """Train ``dino`` on normalized images (N, C, H, W) with no labels (one process, or torchrun's).
 
     Args:
         evaluate: ``evaluate(teacher_backbone) -> {"knn": ..., "jaccard": ...}``, called every
@@ -179,6 +185,7 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
     """
     cfg = cfg or DINOConfig()
     device = torch.device(device)
+    distributed.check_batch(cfg.batch_size)     # the global batch splits evenly over the processes
     gen = torch.Generator().manual_seed(seed)
     n = len(images)
     steps_per_epoch = max(1, n // cfg.batch_size)
@@ -188,13 +195,25 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
     multicrop = MultiCrop(cfg.crops)
     loss_fn = DINOLoss(cfg.out_dim, sched.teacher_temp, cfg.student_temp, cfg.center_momentum).to(device)
     dino.to(device).train()
+    distributed.start_together(dino, seed)
     # DINO's reference (utils.get_params_groups) decays everything but biases and norms: skip=()
     opt = torch.optim.AdamW(param_groups(dino.student, cfg.weight_decay, skip=()), lr=cfg.lr)
     last_layer = list(dino.student["head"].last_layer.parameters())
     history, running = DINOHistory(), []
     train_time, seen, order = 0.0, 0, torch.empty(0, dtype=torch.long)
     planned = total if max_steps is None else min(total, max_steps)   # the bar ends full when the run ends as planned
-    bar = tqdm(range(planned), desc="DINO", disable=not progress, leave=True)
+    periodic, first = resume.current(), 0          # periodic checkpoints (vislearn.train.resume), if asked for
+    if periodic is not None and not periodic.used:
+        periodic.used = True
+        if periodic.resume:
+            order, state, extra = periodic.load(dino, opt, gen, device, seed)
+            loss_fn.center.copy_(extra["center"])
+            first, running, history = state["step"], state["running"], DINOHistory.from_dict(state["history"])
+            train_time, seen = state["train_time"], state["seen"]
+    else:
+        periodic = None
+    bar = tqdm(range(first, planned), desc="DINO", disable=not progress or not distributed.is_main(), leave=True,
+               initial=first, total=planned)
 
     def run_eval(step: int) -> None:
         if evaluate is None:
@@ -202,15 +221,18 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
         metrics = evaluate(dino.teacher_backbone)
         history.evals.append({"step": step, "epoch": step / steps_per_epoch, "seconds": round(train_time, 1),
                               **{k: round(v, 4) for k, v in metrics.items()}})
-        bar.write(f"step {step}: teacher k-NN {metrics['knn']:.3f}  Jaccard {metrics['jaccard']:.3f}  "
-                  f"({train_time / 60:.1f} min)")
+        if distributed.is_main():     # one process prints
+            bar.write(f"step {step}: teacher k-NN {metrics['knn']:.3f}  Jaccard {metrics['jaccard']:.3f}  "
+                      f"({train_time / 60:.1f} min)")
 
     for step in bar:
         t0 = time.perf_counter()
         pos = (step % steps_per_epoch) * cfg.batch_size
         if pos == 0:
             order = torch.randperm(n, generator=gen)
-        crops = [c.to(device) for c in multicrop(images[order[pos:pos + cfg.batch_size]], gen)]
+        crops = multicrop(images[order[pos:pos + cfg.batch_size]], gen)       # the global batch's crops
+        seen += len(crops[0])
+        crops = [distributed.shard(c).to(device) for c in crops]              # this process's slice
         for group in opt.param_groups:
             group["lr"] = float(sched.lr[step])
             group["weight_decay"] = float(sched.weight_decay[step]) if group["decay"] else 0.0
@@ -219,6 +241,7 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
         loss, stats = loss_fn(student_out, teacher_out, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(dino.student)
         grad_norm, clipped = clip_gradients(dino.student, cfg.clip_grad)
         if step < freeze_steps:       # the paper freezes the prototypes during the first epoch
             for p in last_layer:
@@ -226,10 +249,10 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
         opt.step()
         dino.update_teacher(float(sched.momentum[step]))
         train_time += time.perf_counter() - t0
-        seen += len(crops[0])
         running.append({"loss": loss.item(), **stats, "grad_norm": grad_norm, "clipped": clipped})
         if (step + 1) % cfg.log_every == 0 or step + 1 == total or step + 1 == max_steps:
             row = {k: sum(r[k] for r in running) / len(running) for k in running[0]}
+            row = dict(zip(row, distributed.mean_floats(list(row.values())), strict=True))   # over processes
             history.steps.append({"step": step + 1, "epoch": (step + 1) / steps_per_epoch,
                                   **{k: round(v, 5) for k, v in row.items()},
                                   "lr": float(sched.lr[step]), "momentum": float(sched.momentum[step]),
@@ -239,10 +262,16 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
                             Hb=f"{row['teacher_batch_entropy']:.2f}", ips=f"{seen / train_time:.0f}")
             running = []
         done = max_seconds is not None and train_time >= max_seconds and step + 1 < planned   # out of time
+        done = distributed.any_true(done) if max_seconds is not None else done   # all processes stop together
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < planned and not done:
             run_eval(step + 1)
         if done:
             break
+        if periodic is not None and periodic.due(step + 1, planned):
+            running = [dict(zip(r, distributed.mean_floats(list(r.values())), strict=True)) for r in running]
+            periodic.save(step + 1, dino, opt, gen, order, {"running": running, "history": history.to_dict(),
+                                                            "train_time": train_time, "seen": seen},
+                          {"center": loss_fn.center})
     history.seconds = train_time
     history.images_per_second = seen / max(train_time, 1e-9)
     run_eval(len(history.steps) and history.steps[-1]["step"])

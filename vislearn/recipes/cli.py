@@ -2,10 +2,14 @@
 
     python -m vislearn.train --list
     python -m vislearn.train RECIPE [--preset P] [--out DIR] [--device D] [--seed S] [--threads N]
-                             [--set KEY=VALUE ...] [--force]
+                             [--set KEY=VALUE ...] [--force] [--checkpoint-every STEPS] [--resume]
+
+    torchrun --nproc-per-node N -m vislearn.train RECIPE ...   (data-parallel, gloo on CPU, nccl on CUDA)
 
 Exit codes: 0 done, 1 failed (a checkpoint problem), 2 bad arguments, 130 interrupted. Every error
 is one line on stderr, never a traceback; an interruption leaves every file on disk as it was.
+Under torchrun only rank 0 prints and saves (after every rank finished training); an error names
+the rank it happened on, and a rank that dies makes torchrun stop the others before anything is saved.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a training-config field, e.g. --set epochs=5 (JSON values)")
     parser.add_argument("--force", action="store_true",
                         help="replace a checkpoint in --out made with a bigger preset (full by smoke)")
+    parser.add_argument("--checkpoint-every", default="0", metavar="STEPS",
+                        help="save the training state in --out every STEPS steps, for --resume (default: 0, never)")
+    parser.add_argument("--resume", action="store_true",
+                        help="carry on from the periodic checkpoint in --out of the same command")
     return parser
 
 
@@ -63,6 +71,7 @@ def list_recipes() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the recipe command line; returns the exit code."""
+    from ..train.distributed import rank_label
     from ..train.weights import CheckpointError
 
     try:
@@ -77,13 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ParameterError("give a recipe name (python -m vislearn.train --list shows them)")
         return _train(args)
     except ParameterError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{rank_label()}error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{rank_label()}error: {err}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("interrupted: nothing was saved, every file on disk is as it was", file=sys.stderr)
+        if args.checkpoint_every not in ("0", None) and args.out:
+            print(f"{rank_label()}interrupted: no checkpoint was saved; the periodic one in --out is kept "
+                  "(add --resume to the same command to carry on)", file=sys.stderr)
+        else:
+            print(f"{rank_label()}interrupted: nothing was saved, every file on disk is as it was", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -100,18 +113,30 @@ def _int_arg(name: str, text: str | None, minimum: int) -> int | None:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from ..config import resolve_device
+    from ..train import distributed
     from ..train.recipe import run
     from . import get
 
     recipe = get(args.recipe)
     seed = _int_arg("--seed", args.seed, 0)
     threads = _int_arg("--threads", args.threads, 1)
+    every = _int_arg("--checkpoint-every", args.checkpoint_every, 0)
     if seed >= 2**63:
         raise ParameterError(f"--seed={seed} must be below 2**63")
     if threads:
         torch.set_num_threads(threads)
-    trained = run(recipe, args.preset, out=args.out, device=args.device, seed=seed,
-                  overrides=parse_overrides(args.set), force=args.force)
+    overrides = parse_overrides(args.set)
+    options = dict(out=args.out, device=args.device, seed=seed, overrides=overrides, force=args.force,
+                   checkpoint_every=every, resume_run=args.resume)
+    if not distributed.launched():
+        trained = run(recipe, args.preset, **options)
+    else:                                   # torchrun: join the group (gloo on CPU, nccl on CUDA) for the run
+        with distributed.process_group(resolve_device(args.device)):
+            trained = run(recipe, args.preset, progress=distributed.is_main(), **options)
+            main_process = distributed.is_main()
+        if not main_process:
+            return EXIT_OK
     print(json.dumps(trained.metrics, indent=2))
     if args.out:
         print(f"saved: {trained.entry.get('file')} in {args.out}", file=sys.stderr)

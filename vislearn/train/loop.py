@@ -5,6 +5,11 @@ on CUDA, gradient clipping, warmup + cosine learning rate, periodic evaluation, 
 that plots as curves. A ``loss_fn(model, x, y)`` argument lets later notebooks (distillation, LPI
 ablation, zoom augmentation) reuse the loop with their own objective. ``param_groups`` is timm's
 weight-decay rule, used by ``fit`` and by DINO's loop. Built in notebook 01.
+
+Under ``torchrun`` (see ``distributed``) every process draws the same global batch, augments all of
+it with the same generator, keeps its shard, and the gradients are averaged before the step: the
+losses match a one-process run with the same ``batch_size`` (the global batch) within float error.
+BatchNorm layers see their shard's statistics (and rank 0's running averages are the ones saved).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from tqdm.auto import tqdm
 from ..config import ParameterError
 from ..data.augment import random_crop_flip
 from ..models.layers import eval_mode
+from . import distributed, resume
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -120,6 +126,20 @@ def evaluate(model: nn.Module, dataset: TensorDataset, device: torch.device | st
             "accuracy": (logits.argmax(1) == labels).float().mean().item()}
 
 
+def _evaluate_shards(model: nn.Module, dataset: TensorDataset, device: torch.device) -> dict[str, float]:
+    """``evaluate``, each process on a slice of the test set, the sums reduced (``evaluate`` in one process)."""
+    n = distributed.world_size()
+    if n == 1:
+        return evaluate(model, dataset, device)
+    images, labels = dataset.tensors
+    part = slice(distributed.rank() * len(images) // n, (distributed.rank() + 1) * len(images) // n)
+    logits = predict(model, images[part], device)
+    sums = torch.tensor([F.cross_entropy(logits, labels[part], reduction="sum").item(),
+                         (logits.argmax(1) == labels[part]).sum().item()], dtype=torch.float64)
+    total = distributed.mean(sums) * n / len(images)
+    return {"loss": total[0].item(), "accuracy": total[1].item()}
+
+
 def param_groups(model: nn.Module, weight_decay: float, *, skip: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """AdamW parameter groups by timm's rule: no weight decay on biases and norms (1-D parameters,
     LayerScale gammas included) nor on the parameters named in ``skip``; decay on everything else.
@@ -161,6 +181,7 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset | No
     """
     cfg = cfg or TrainConfig()
     device = torch.device(device)
+    distributed.check_batch(cfg.batch_size)     # the global batch splits evenly over the processes
     gen = torch.Generator().manual_seed(seed)
     images, labels = train_set.tensors
     images, labels = images.to(device), labels.to(device)
@@ -175,10 +196,23 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset | No
             return F.cross_entropy(m(x), y, label_smoothing=cfg.label_smoothing)
 
     model.to(device).train()
+    distributed.start_together(model, seed)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, skip=cfg.wd_skip), lr=cfg.lr)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     history, start, running, order = History(), time.perf_counter(), [], torch.empty(0, dtype=torch.long)
-    bar = tqdm(range(total), desc="training", disable=not progress, leave=True)
+    periodic, first = resume.current(), 0
+    if periodic is not None and not periodic.used:            # the run's first fit writes periodic checkpoints
+        periodic.used = True
+        if periodic.resume:                                   # carry on after the last one
+            order, state, _ = periodic.load(model, opt, gen, device, seed)
+            first, running, history = state["step"], state["running"], History.from_dict(state["history"])
+            start -= history.seconds
+            if state["scaler"]:
+                scaler.load_state_dict(state["scaler"])
+    else:
+        periodic = None
+    bar = tqdm(range(first, total), desc="training", disable=not progress or not distributed.is_main(),
+               leave=True, initial=first, total=total)
     for step in bar:
         pos = (step % steps_per_epoch) * cfg.batch_size
         if pos == 0:
@@ -187,12 +221,14 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset | No
         x, y = images[idx], labels[idx]
         if cfg.augment:
             x = random_crop_flip(x.cpu(), generator=gen).to(device)
+        x, y = distributed.shard(x), distributed.shard(y)     # this process's slice of the global batch
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, warmup, cfg.lr)
         with _autocast(device):
             loss = loss_fn(model, x, y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        distributed.average_gradients(model)
         if cfg.clip_grad:
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
@@ -201,15 +237,21 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset | No
         running.append(loss.item())
         epoch = (step + 1) / steps_per_epoch
         if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-            history.steps.append({"step": step + 1, "epoch": epoch, "loss": sum(running) / len(running),
+            history.steps.append({"step": step + 1, "epoch": epoch,
+                                  "loss": distributed.mean_floats([sum(running) / len(running)])[0],
                                   "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{history.steps[-1]['loss']:.3f}")
             running = []
         if test_set is not None and step + 1 in eval_steps:
-            metrics = evaluate(model, test_set, device)
+            metrics = _evaluate_shards(model, test_set, device)
             history.evals.append({"step": step + 1, "epoch": epoch, "test_loss": metrics["loss"],
                                   "test_accuracy": metrics["accuracy"]})
             bar.set_postfix(loss=f"{loss.item():.3f}", test_acc=f"{metrics['accuracy']:.3f}")
             model.train()
+        if periodic is not None and periodic.due(step + 1, total):
+            running = distributed.mean_floats(running) if running else running   # global-batch losses, as logged
+            history.seconds = time.perf_counter() - start
+            periodic.save(step + 1, model, opt, gen, order, {"running": running, "history": history.to_dict(),
+                                                             "scaler": scaler.state_dict()})
     history.seconds = time.perf_counter() - start
     return history

@@ -4,13 +4,15 @@ A ``Recipe`` names an architecture and its config, one settings object per prese
 for the supervised loop, DINO's own settings for DINO) and the ``trainer`` that turns settings into a
 trained model. ``run`` resolves the preset and device, checks the output folder *before* training,
 trains, and saves checkpoint, history and manifest entry together (``weights.save``), recording the
-command line that rebuilds them. Every recipe lives in ``vislearn/recipes/`` (one module per
-notebook, found without a hand-kept list); ``python -m vislearn.train NAME`` runs any of them.
+command line that rebuilds them. Under torchrun every process trains and rank 0 alone saves, after
+training returned, while the others wait for it. Every recipe lives in ``vislearn/recipes/`` (one
+module per notebook, found without a hand-kept list); ``python -m vislearn.train NAME`` runs any of them.
 """
 
 from __future__ import annotations
 
 import shlex
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -20,10 +22,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from ..config import check_choice, resolve_device, resolve_preset, seed_everything
+from ..config import ParameterError, check_choice, resolve_device, resolve_preset, seed_everything
 from ..data.fmnist import fashion_mnist
 from ..models.convert import build
-from . import weights
+from . import distributed, resume, weights
 from .loop import History, LossFn, TrainConfig, evaluate, fit
 
 
@@ -104,11 +106,13 @@ def jsonable_config(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def command_line(name: str, preset: str, out: Path | str, seed: int, overrides: Mapping[str, Any]) -> str:
+def command_line(name: str, preset: str, out: Path | str, seed: int, overrides: Mapping[str, Any],
+                 world_size: int = 1) -> str:
     """The command that reruns a recipe exactly (what the manifest records and errors quote)."""
     import json
 
-    parts = ["python", "-m", "vislearn.train", name, "--preset", preset, "--out", str(out)]
+    launcher = ["torchrun", "--nproc-per-node", str(world_size)] if world_size > 1 else ["python"]
+    parts = [*launcher, "-m", "vislearn.train", name, "--preset", preset, "--out", str(out)]
     if seed:
         parts += ["--seed", str(seed)]
     for key, value in overrides.items():
@@ -117,25 +121,50 @@ def command_line(name: str, preset: str, out: Path | str, seed: int, overrides: 
 
 
 def run(recipe: Recipe, preset: str = "auto", *, out: Path | str | None = None, device: str = "auto", seed: int = 0,
-        progress: bool = True, overrides: Mapping[str, Any] | None = None, force: bool = False) -> Trained:
+        progress: bool = True, overrides: Mapping[str, Any] | None = None, force: bool = False,
+        checkpoint_every: int = 0, resume_run: bool = False) -> Trained:
     """Train ``recipe`` at ``preset``; with ``out``, save checkpoint, history and manifest entry together.
 
     The output folder is checked (writable, and no bigger-preset checkpoint there unless ``force``)
     before the first training step, so a mistake costs seconds, not a training run.
+
+    Args:
+        checkpoint_every: with ``out``, ``fit`` (or ``train_dino``) saves its whole state there every so many steps
+            (``vislearn.train.resume``); deleted once the final checkpoint is saved.
+        resume_run: start from that periodic checkpoint (which must exist and come from the same command).
     """
-    preset, dev = resolve_preset(preset), resolve_device(device)
+    preset, dev = resolve_preset(preset), distributed.local_device(resolve_device(device))
     settings = recipe.config(preset, overrides)
+    periodic = None
     if out is not None:
         out = weights.check_writable(out)
         weights.check_replace(recipe.name, preset, out, force=force)
+        periodic = resume.Periodic(resume.resume_path(out, recipe.name), checkpoint_every, resume_run,
+                                   command_line(recipe.name, preset, out, seed, overrides or {}))
+        if resume_run and not periodic.path.is_file():
+            raise resume.ResumeError(f"--resume: no periodic checkpoint {periodic.path} in --out (written with "
+                                     "--checkpoint-every); run without --resume")
+    elif checkpoint_every or resume_run:
+        raise ParameterError("--checkpoint-every and --resume need --out (the folder of the periodic checkpoint)")
     seed_everything(seed)
-    result = recipe.trainer(recipe, settings, device=dev, seed=seed, progress=progress)
+    with resume.periodic(periodic if checkpoint_every or resume_run else None):
+        result = recipe.trainer(recipe, settings, device=dev, seed=seed, progress=progress)
+    if (checkpoint_every or resume_run) and not periodic.used:
+        warnings.warn(f"recipe {recipe.name!r} trains with neither fit nor train_dino: it wrote no periodic checkpoint "
+                      "(--checkpoint-every) and could not resume (--resume)", stacklevel=2)
     result.source = f"trained in this run ({recipe.name}, preset {preset})"
-    if out is not None:
-        command = command_line(recipe.name, preset, out, seed, overrides or {})
+    world = distributed.world_size()
+    if world > 1:
+        result.metrics["world_size"] = world
+    if out is not None and distributed.is_main():
+        command = command_line(recipe.name, preset, out, seed, overrides or {}, world)
         weights.save(result.model.cpu(), recipe.name, arch=recipe.arch, config=recipe.model, recipe=recipe.name,
                      preset=preset, metrics=result.metrics, root=out, history=result.history.to_dict(),
                      extra={"seed": seed, **result.extra}, command=command, force=force)
+        if periodic is not None:
+            periodic.remove()                # the final checkpoint is saved: the periodic one has done its job
+    distributed.barrier()                  # the other processes wait for rank 0's checkpoint
+    if out is not None:
         result.entry = weights.entry(recipe.name, out)
     return result
 
