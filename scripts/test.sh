@@ -40,7 +40,7 @@ fi
 step "unit tests (pytest)" pytest tests -q
 if [ "${#notebooks[@]}" -gt 0 ]; then
     step "notebooks under nbval, smoke preset" \
-        env VISLEARN_PRESET=smoke VISLEARN_STATIC=1 pytest --nbval-lax --nbval-current-env notebooks/ -q -p no:cacheprovider
+        env VISLEARN_PRESET=smoke VISLEARN_STATIC=1 VISLEARN_SOLUTIONS=1 pytest --nbval-lax --nbval-current-env notebooks/ -q -p no:cacheprovider
 else
     printf '\n==> no notebooks yet: skipping nbval\n'
 fi
