@@ -12,13 +12,7 @@ from vislearn.config import ParameterError
 from vislearn.data import attacks as A
 from vislearn.data.photos import photo
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def as_tensor(img: np.ndarray) -> torch.Tensor:

@@ -11,13 +11,7 @@ from vislearn.data.photos import photo
 from vislearn.methods import dct_watermark as dw
 from vislearn.methods.watermark_marking import psnr, quantize
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

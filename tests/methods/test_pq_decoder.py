@@ -17,13 +17,7 @@ MSE_RATIO = 0.92
 R1_GAIN = 0.0075
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread for the whole module (before the data fixtures): 2 shared cores, stable timings."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

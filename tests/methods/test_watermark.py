@@ -16,12 +16,7 @@ from vislearn.methods import watermark_marking as mk
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "grass", "gravel", "brick")  # no sklearn import: fast
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- the false-positive rate of the cone --------------------------------------------------------------

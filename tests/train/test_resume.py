@@ -30,12 +30,7 @@ def recipe(fail_at_step: int | None = None) -> Recipe:
                   make_loss=lambda device: loss_fn)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
