@@ -98,7 +98,7 @@ def marking_figure(history: Mapping[str, Sequence[float]], original: torch.Tenso
     diff = (marked - original)
     h = heat.detach().cpu().numpy()
     im = axes[0, 3].imshow(h, cmap="magma", vmin=float(np.quantile(h, 0.01)), vmax=1)
-    axes[0, 3].set_title("SSIM heat map (marked vs original)", fontsize=9)
+    axes[0, 3].set_title("SSIM heat map\n(marked vs original)", fontsize=9)
     fig.colorbar(im, ax=axes[0, 3], fraction=0.046)
     axes[1, 0].imshow(_img(original))
     axes[1, 0].set_title("original", fontsize=9)
@@ -108,7 +108,7 @@ def marking_figure(history: Mapping[str, Sequence[float]], original: torch.Tenso
     axes[1, 2].set_title(f"difference x{magnify:g} (grey = 0)", fontsize=9)
     amplitude = diff.abs().mean(0).detach().cpu().numpy() * 255
     im = axes[1, 3].imshow(amplitude, cmap="viridis")
-    axes[1, 3].set_title("where the change goes: |x - x0| (levels)", fontsize=9)
+    axes[1, 3].set_title("where the change goes\n|x - x0|, 8-bit levels", fontsize=9)
     fig.colorbar(im, ax=axes[1, 3], fraction=0.046)
     for ax in (*axes[1], axes[0, 3]):
         ax.axis("off")
@@ -128,7 +128,8 @@ def robustness_figure(curves: Mapping[str, Sequence[dict]], ylabel: str, title: 
             pts = [(r["strength"], r["value"]) for r in rows if r["attack"] == name]
             if pts:
                 x, y = zip(*pts, strict=True)
-                ax.plot(x, y, "o-", ms=3, color=f"C{i}", label=method)
+                style = ("o-", "s--", "^:", "D-.")[i % 4]      # lines that coincide (e.g. all at 0) stay visible
+                ax.plot(x, y, style, ms=7 - 1.5 * (i % 4), mfc="none", color=f"C{i}", label=method)
         ax.set_title(name, fontsize=9)
         ax.set_ylim(-0.05, 1.05)
         ax.set_ylabel(ylabel, fontsize=8)
