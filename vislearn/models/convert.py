@@ -21,9 +21,13 @@ from torch import nn
 
 from ..config import ParameterError, check_choice
 from .cait import CaiT, CaiTConfig, cait_from_timm
+from .convit import ConViT, ConViTConfig, convit_from_timm
 from .convnet import ConvNet, ConvNetConfig
 from .deit import DeiTConfig, DistilledVisionTransformer, deit_from_timm
 from .layers import eval_mode
+from .levit import LeViT, LeViTConfig, levit_from_timm
+from .patchconvnet import PatchConvNet, PatchConvNetConfig
+from .resmlp import ResMLP, ResMLPConfig, resmlp_from_timm
 from .vit import VisionTransformer, ViTConfig, vit_from_timm
 from .xcit import XCiT, XCiTConfig, xcit_from_timm
 
@@ -33,6 +37,10 @@ CONVERTERS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "VisionTransformerDistilled": deit_from_timm,
     "Cait": cait_from_timm,
     "Xcit": xcit_from_timm,
+    "Levit": levit_from_timm,
+    "LevitDistilled": levit_from_timm,
+    "ConVit": convit_from_timm,
+    "MlpMixer": resmlp_from_timm,  # ResMLP only (timm builds it as an MlpMixer of ResBlocks)
 }
 # architecture name (stored in checkpoints) -> (model class, config class)
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
@@ -40,6 +48,10 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     "deit": (DistilledVisionTransformer, DeiTConfig),
     "cait": (CaiT, CaiTConfig),
     "xcit": (XCiT, XCiTConfig),
+    "levit": (LeViT, LeViTConfig),
+    "resmlp": (ResMLP, ResMLPConfig),
+    "convit": (ConViT, ConViTConfig),
+    "patchconvnet": (PatchConvNet, PatchConvNetConfig),  # no timm model: proven against timm's pieces
     "convnet": (ConvNet, ConvNetConfig),  # the teacher of notebook 02 (DeiT distillation)
 }
 
@@ -49,7 +61,7 @@ class ConversionMismatch(RuntimeError):
 
 
 def _input_size(model: nn.Module) -> tuple[int, int, int]:
-    if not hasattr(model.patch_embed, "img_size"):  # XCiT's conv stem works at any size: ask its config
+    if not hasattr(getattr(model, "patch_embed", None), "img_size"):  # conv stems (XCiT, LeViT): ask the config
         return (model.cfg.in_chans, model.cfg.img_size, model.cfg.img_size)
     pe = model.patch_embed
     img = pe.img_size if isinstance(pe.img_size, (tuple, list)) else (pe.img_size, pe.img_size)
@@ -85,6 +97,18 @@ def randomize_(model: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module
             continue
         noise = torch.randn(t.shape, generator=g) * scale
         t.copy_(noise.abs() + 0.5 if name.endswith("running_var") else noise)
+    return model
+
+
+@torch.no_grad()
+def randomize_deep_(model: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module:
+    """``randomize_``, then every Linear/Conv weight divided by ``scale * sqrt(fan_in)``: each layer keeps
+    its input's size, so deep models without LayerNorm (LeViT's BatchNorms, ResMLP's Affine) give finite,
+    O(1) outputs on random weights instead of overflowing, and a 1e-5 comparison still means something."""
+    randomize_(model, seed=seed, scale=scale)
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            m.weight.mul_(1 / (scale * m.weight[0].numel() ** 0.5))
     return model
 
 
