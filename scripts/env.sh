@@ -125,6 +125,21 @@ _vislearn_data() {
     return 0
 }
 
+# Debian's chromium, for the real-browser tests (tests/browser/): installed with apt when missing and
+# we may use apt without a password. Never downloads a browser build of its own.
+vislearn_ensure_chromium() {
+    local have
+    for have in "${VISLEARN_CHROMIUM:-}" /usr/bin/chromium /usr/bin/chromium-browser; do
+        [ -n "$have" ] && [ -x "$have" ] && return 0
+    done
+    if _vislearn_can_apt; then
+        _vislearn_say "installing chromium (Debian package) for the browser tests"
+        _vislearn_apt_install chromium && return 0
+    fi
+    _vislearn_say "chromium is not installed and apt is not available: the browser tests will skip"
+    return 0
+}
+
 _vislearn_env() {
     _vislearn_make_venv || return 1
     _vislearn_install || return 1

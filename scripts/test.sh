@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Check the course the way CI does: lint, stripped notebooks, unit tests, every notebook under nbval.
+# Check the course the way CI does: lint, stripped notebooks, unit tests, every notebook under nbval,
+# the series in batch with its report and website, then JupyterLab and the website in a real browser.
 #
 #   bash scripts/test.sh
 #
@@ -37,10 +38,17 @@ if [ "${#notebooks[@]}" -gt 0 ]; then
 else
     printf '\n==> no notebooks yet: skipping nbstripout --verify\n'
 fi
-step "unit tests (pytest)" pytest tests -q
+step "unit tests (pytest)" pytest tests -q --ignore=tests/browser
 if [ "${#notebooks[@]}" -gt 0 ]; then
     step "notebooks under nbval, smoke preset" \
         env VISLEARN_PRESET=smoke VISLEARN_STATIC=1 VISLEARN_SOLUTIONS=1 pytest --nbval-lax --nbval-current-env notebooks/ -q -p no:cacheprovider
+    run_dir="runs/ci-smoke-$(date +%Y%m%d-%H%M%S)"
+    step "the series in batch (papermill runner), smoke preset" \
+        vislearn run --preset smoke --out "$run_dir" --quiet
+    step "the course as a website (Jupyter Book, offline)" vislearn site --run "$run_dir"
+    step "browser dependencies (Debian's chromium)" vislearn_ensure_chromium
+    step "JupyterLab and the website in a real browser (playwright + chromium)" \
+        env VISLEARN_SITE="$run_dir/site" VISLEARN_BROWSER_OUT="$run_dir/browser" pytest tests/browser -q -p no:cacheprovider
 else
     printf '\n==> no notebooks yet: skipping nbval\n'
 fi

@@ -34,3 +34,22 @@ def test_no_placeholder_is_left_in_a_notebook(path):
     for i, cell in enumerate(cells(path)):
         found = PLACEHOLDER.findall("".join(cell["source"]))
         assert not found, f"{path.name}, cell {i}: {found}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_exercises_check_themselves_with_hidden_solutions(path):
+    """At least three exercises, one of them coding (the learner writes ``answer``), each registered in a
+    collapsed cell just above it (hint, reason and solution out of sight), and each checked by name."""
+    code = [(c, "".join(c["source"])) for c in cells(path) if c["cell_type"] == "code"]
+    hidden = [(c, s) for c, s in code if c["metadata"].get("jupyter", {}).get("source_hidden")]
+    added = [m for _, s in hidden for m in re.findall(r'exercises\.add\("([^"]+)"', s)]
+    assert len(added) >= 3 and len(set(added)) == len(added), added
+    assert all(name.startswith(path.name[:2] + ".") for name in added), added
+    for c, s in code:
+        if not c["metadata"].get("jupyter", {}).get("source_hidden"):
+            assert "exercises.add(" not in s and "solution=" not in s, f"{path.name}: a solution in sight:\n{s[:200]}"
+    checked = {name for _, s in code for name in re.findall(r'exercises\.check\("([^"]+)"', s)}
+    assert checked == set(added), (sorted(checked), sorted(added))
+    coding = [name for _, s in code for name in re.findall(r'exercises\.solve\("([^"]+)"', s)
+              if re.search(r"^def answer\(", s, re.M)]
+    assert coding, f"{path.name}: no coding exercise (a visible cell that defines `answer`)"

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the notebooks of the series with their titles")
     _add_notebooks_dir(listing)
 
+    site = commands.add_parser(
+        "site", help="build the static website of an executed run (Jupyter Book, offline)",
+        description="Build a static website of the course from a run folder of `vislearn run`: the executed "
+                    "notebooks in series order, the run's report and the README's table, with a search box.")
+    site.add_argument("--run", metavar="DIR", help="the run folder (default: the newest under runs/)")
+    site.add_argument("--out", metavar="DIR", help="where the site goes (default: <run>/site)")
+
     commands.add_parser("train", add_help=False, help="train a recipe: vislearn train RECIPE [...] "
                                                       "(see: vislearn train --help)")
     return parser
@@ -73,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
         if args.command == "list":
             return _list(args)
+        if args.command == "site":
+            return _site(args)
         return _run(args)
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -121,6 +130,13 @@ def _list(args: argparse.Namespace) -> int:
     width = max(len(p.stem) for p in paths)
     for path in paths:
         print(f"{path.stem:<{width}}  {notebook_title(path)}")
+    return EXIT_OK
+
+
+def _site(args: argparse.Namespace) -> int:
+    from .site import build_site
+
+    build_site(args.run, args.out, quiet=False)
     return EXIT_OK
 
 
