@@ -90,3 +90,14 @@ def test_fit_is_reproducible():
         fit(model, toy_problem(64), None, TrainConfig(epochs=1, batch_size=16, augment=True), seed=3, progress=False)
         runs.append(model.fc.weight.detach().clone())
     assert torch.equal(runs[0], runs[1])
+
+
+def test_on_eval_adds_its_values_to_every_evaluation():
+    """The hook sees the model as it is at each evaluation (here: the bias after 1, 2, 3 epochs)."""
+    model, ds = Tiny(), toy_problem(64)
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05, augment=False, eval_every=1.0)
+    hist = fit(model, ds, ds, cfg, progress=False, on_eval=lambda m: {"bias": m.fc.bias.tolist()})
+    assert [len(e["bias"]) for e in hist.evals] == [2, 2, 2]
+    assert hist.evals[-1]["bias"] == pytest.approx(model.fc.bias.tolist())     # the last one: the final model
+    assert hist.evals[0]["bias"] != hist.evals[-1]["bias"]
+    assert History.from_dict(hist.to_dict()).evals == hist.evals

@@ -171,13 +171,16 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 
 def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset | None = None,
         cfg: TrainConfig | None = None, *, device: torch.device | str = "cpu",
-        loss_fn: LossFn | None = None, seed: int = 0, progress: bool = True) -> History:
+        loss_fn: LossFn | None = None, seed: int = 0, progress: bool = True,
+        on_eval: Callable[[nn.Module], dict[str, Any]] | None = None) -> History:
     """Train ``model`` with AdamW on an in-memory dataset and return its History.
 
     Args:
         train_set: TensorDataset of images (N, C, H, W) and integer labels (N,).
         test_set: evaluated every ``cfg.eval_every`` epochs and at the end, if given.
         loss_fn: ``loss_fn(model, x, y) -> scalar``; default: cross-entropy on ``model(x)``.
+        on_eval: ``on_eval(model) -> dict`` of JSON-able values added to every evaluation's record (e.g.
+            ConViT's gates, so the history shows how they move during training).
     """
     cfg = cfg or TrainConfig()
     device = torch.device(device)
@@ -245,7 +248,7 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset | No
         if test_set is not None and step + 1 in eval_steps:
             metrics = _evaluate_shards(model, test_set, device)
             history.evals.append({"step": step + 1, "epoch": epoch, "test_loss": metrics["loss"],
-                                  "test_accuracy": metrics["accuracy"]})
+                                  "test_accuracy": metrics["accuracy"], **(on_eval(model) if on_eval else {})})
             bar.set_postfix(loss=f"{loss.item():.3f}", test_acc=f"{metrics['accuracy']:.3f}")
             model.train()
         if periodic is not None and periodic.due(step + 1, total):

@@ -58,7 +58,8 @@ def train_supervised(recipe: Recipe, cfg: TrainConfig, *, device: torch.device, 
     train_set = recipe.data("train", cfg.train_limit, seed)
     test_set = recipe.data("test", cfg.test_limit, seed)
     loss_fn = recipe.make_loss(device) if recipe.make_loss is not None else None
-    history = fit(model, train_set, test_set, cfg, device=device, loss_fn=loss_fn, seed=seed, progress=progress)
+    history = fit(model, train_set, test_set, cfg, device=device, loss_fn=loss_fn, seed=seed, progress=progress,
+                  on_eval=recipe.probe)
     full_test = evaluate(model, recipe.data("test", None, seed), device)
     metrics = {"test_accuracy": round(full_test["accuracy"], 4), "test_loss": round(full_test["loss"], 4),
                "train_seconds": round(history.seconds, 1), "device": str(device),
@@ -81,6 +82,7 @@ class Recipe:
     data: Callable[[str, int | None, int], TensorDataset] = fashion_mnist_split  # (split, limit, seed)
     make_loss: Callable[[torch.device], LossFn] | None = None  # e.g. distillation (loads its teacher)
     history_type: type = History                # how its saved history reads back
+    probe: Callable[[nn.Module], dict[str, Any]] | None = None  # extra values recorded at every evaluation
 
     def config(self, preset: str, overrides: Mapping[str, Any] | None = None) -> Any:
         """The settings of ``preset``, with ``overrides`` replacing fields of its training config."""
