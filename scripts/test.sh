@@ -45,7 +45,7 @@ if [ "${#notebooks[@]}" -gt 0 ]; then
     run_dir="runs/ci-smoke-$(date +%Y%m%d-%H%M%S)"
     step "the series in batch (papermill runner), smoke preset" \
         vislearn run --preset smoke --out "$run_dir" --quiet
-    step "the course as a website (Jupyter Book, offline)" vislearn site --run "$run_dir"
+    step "the course as a website (vislearn site: Sphinx + myst-nb, offline)" vislearn site --run "$run_dir"
     step "browser dependencies (Debian's chromium)" vislearn_ensure_chromium
     step "JupyterLab and the website in a real browser (playwright + chromium)" \
         env VISLEARN_SITE="$run_dir/site" VISLEARN_BROWSER_OUT="$run_dir/browser" pytest tests/browser -q -p no:cacheprovider

@@ -276,8 +276,11 @@ def _exercise_explorers(page, check: NotebookCheck, out: Path) -> None:
                                        arg=box.element_handle(), timeout=REDRAW_TIMEOUT_S * 1000, polling=200)
                 info["redraw_s"].append(round(time.monotonic() - start, 2))
             except Exception:
+                shown = box.locator(".widget-output").first.inner_text()     # a traceback, if the draw raised
+                last = next((line for line in reversed(shown.splitlines()) if "Error" in line), "")
+                shows = f" (it shows: {last.strip()[:160]})" if last else ""
                 check.problems.append(f"explorer: explorer {e + 1}: changing {label!r} did not redraw the figure "
-                                      f"within {REDRAW_TIMEOUT_S} s")
+                                      f"within {REDRAW_TIMEOUT_S} s{shows}")
                 continue
             page.wait_for_timeout(300)
             _shot(box, out / f"{check.name}-explorer{e + 1}-{c + 1}-{_slug(label)}.png", check)

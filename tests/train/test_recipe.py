@@ -97,16 +97,20 @@ def test_param_groups_is_timms_rule_and_the_bundled_recipes_pin_theirs():
     assert timm_rule[0]["weight_decay"] == 0.05 and timm_rule[1]["weight_decay"] == 0.0
     dino_rule = {names[id(p)] for p in param_groups(model, 0.05, skip=())[0]["params"]}   # DINO's reference
     assert {"cls_token", "dist_token", "pos_embed"} <= dino_rule
+    manifest = weights.read_manifest()
     for name, recipe in recipes.all_recipes().items():       # bundled checkpoints: as they were trained
         settings = recipe.config("full")
-        assert getattr(settings, "train", settings).__dict__.get("wd_skip", ()) == (), name
+        pinned = getattr(settings, "train", settings).__dict__.get("wd_skip", ())
+        trained = manifest[name].get("train_config", {})
+        trained = trained.get("train", trained).get("wd_skip", ())   # entries before the field: skip=()
+        assert (None if pinned is None else list(pinned)) == (None if trained is None else list(trained)), name
 
 
 def test_every_recipe_is_registered_once_and_names_its_notebook():
     from pathlib import Path
 
     found = recipes.all_recipes()
-    assert len(found) == 17 and set(weights.read_manifest()) == set(found)
+    assert len(found) == 21 and set(weights.read_manifest()) == set(found)
     notebooks = {p.stem for p in (Path(recipes.__file__).parents[2] / "notebooks").glob("*.ipynb")}
     for name, recipe in found.items():
         assert recipe.notebook in notebooks, name
