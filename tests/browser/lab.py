@@ -169,7 +169,8 @@ _IMAGES = """(el) => Array.from(el.querySelectorAll('.widget-output img'))
   .map(i => i.src.length + ':' + i.src.slice(-64)).join('|')"""
 
 
-def check_notebook(browser, lab: Lab, relpath: str, out: Path) -> NotebookCheck:
+def check_notebook(browser, lab: Lab, relpath: str, out: Path,
+                   redraw_timeout: float = REDRAW_TIMEOUT_S) -> NotebookCheck:
     """Open ``relpath`` (relative to the lab's root) in a fresh page, Run All, and look at the result."""
     check = NotebookCheck(Path(relpath).stem)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,7 @@ def check_notebook(browser, lab: Lab, relpath: str, out: Path) -> NotebookCheck:
             check.problems.append("widget error: a widget still reads 'Loading widget...' 30 s after the run")
         _look_at_outputs(page, check)
         _look_at_page(page, check)
-        _exercise_explorers(page, check, out)
+        _exercise_explorers(page, check, out, redraw_timeout)
         page.locator(".jp-Notebook .jp-Cell").last.scroll_into_view_if_needed()
         page.wait_for_timeout(300)
         _shot(page, out / f"{check.name}-9-end.png", check)
@@ -249,7 +250,7 @@ def _look_at_page(page, check: NotebookCheck) -> None:
                 break
 
 
-def _exercise_explorers(page, check: NotebookCheck, out: Path) -> None:
+def _exercise_explorers(page, check: NotebookCheck, out: Path, redraw_timeout: float) -> None:
     """Every ``interactive`` has controls and a figure, and a change of each control draws a new figure."""
     explorers = page.locator(".widget-interact")
     for e in range(explorers.count()):
@@ -273,14 +274,14 @@ def _exercise_explorers(page, check: NotebookCheck, out: Path) -> None:
             try:
                 page.wait_for_function(f"(el) => ({_IMAGES})(el) !== {json.dumps(before)} && "
                                        "el.querySelectorAll('.widget-output img').length > 0",
-                                       arg=box.element_handle(), timeout=REDRAW_TIMEOUT_S * 1000, polling=200)
+                                       arg=box.element_handle(), timeout=redraw_timeout * 1000, polling=200)
                 info["redraw_s"].append(round(time.monotonic() - start, 2))
             except Exception:
                 shown = box.locator(".widget-output").first.inner_text()     # a traceback, if the draw raised
                 last = next((line for line in reversed(shown.splitlines()) if "Error" in line), "")
                 shows = f" (it shows: {last.strip()[:160]})" if last else ""
                 check.problems.append(f"explorer: explorer {e + 1}: changing {label!r} did not redraw the figure "
-                                      f"within {REDRAW_TIMEOUT_S} s{shows}")
+                                      f"within {redraw_timeout:g} s{shows}")
                 continue
             page.wait_for_timeout(300)
             _shot(box, out / f"{check.name}-explorer{e + 1}-{c + 1}-{_slug(label)}.png", check)

@@ -70,9 +70,28 @@ def test_broken_notebook_fails_each_check(browser, lab, artifacts):
                                                               "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
     (folder / "00_broken.ipynb").write_text(json.dumps(nb, indent=1))
-    check = check_notebook(browser, lab, "runs/browser-broken/00_broken.ipynb", artifacts / "broken")
+    check = check_notebook(browser, lab, "runs/browser-broken/00_broken.ipynb", artifacts / "broken",
+                           redraw_timeout=15)
     record("00_broken (deliberately)", check.summary(), artifacts)
     print("\n".join(check.problems))
     assert check.kinds() == set(PROBLEM_KINDS), sorted(check.kinds())
     assert any("changing 'k' did not redraw" in p for p in check.problems), check.problems
     assert any("0 controls" in p for p in check.problems), check.problems
+
+
+def test_a_broken_copy_of_notebook_01_fails_and_names_the_error(browser, lab, artifacts):
+    """The real notebook 01 with one plausible bug: its explorer's lookup only knows the opening image."""
+    nb = json.loads((ROOT / "notebooks" / "01_vit_from_scratch.ipynb").read_text())
+    cells = [c for c in nb["cells"] if "viz.explorer(" in "".join(c["source"])]
+    good = "i = explore_ids[data.FASHION_MNIST_CLASSES.index(image)]"
+    assert len(cells) == 1 and good in "".join(cells[0]["source"])
+    cells[0]["source"] = "".join(cells[0]["source"]).replace(good, 'i = {"Sneaker": explore_ids[7]}[image]')
+    folder = ROOT / "runs" / "browser-broken"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "01_broken_copy.ipynb").write_text(json.dumps(nb, indent=1))
+    check = check_notebook(browser, lab, "runs/browser-broken/01_broken_copy.ipynb", artifacts / "broken",
+                           redraw_timeout=10)
+    record("01 (deliberately broken copy)", check.summary(), artifacts)
+    print("\n".join(check.problems))
+    assert check.kinds() == {"explorer"}, check.problems          # everything else in 01 still works
+    assert "changing 'image' did not redraw" in check.problems[0] and "KeyError" in check.problems[0]
