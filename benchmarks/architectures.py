@@ -14,63 +14,27 @@ model / ViT.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from vislearn.config import resolve_device
-from vislearn.models.convit import ConViT, ConViTConfig
-from vislearn.models.levit import LeViT, LeViTConfig
-from vislearn.models.patchconvnet import PatchConvNet, PatchConvNetConfig
-from vislearn.models.resmlp import ResMLP, ResMLPConfig
+from vislearn.course.arch_viz import throughput
+from vislearn.models.convit import ConViT
+from vislearn.models.levit import LeViT
+from vislearn.models.patchconvnet import PatchConvNet
+from vislearn.models.resmlp import ResMLP
 from vislearn.models.vit import VisionTransformer
+from vislearn.recipes import nb09_architectures as nb09
 from vislearn.recipes.nb01_vit import VIT_FMNIST
 
-# name -> model factory; sizes chosen so every model has 0.20-0.23 M parameters on Fashion-MNIST
+# name -> model factory: the configs of the bundled recipes (0.20-0.23 M parameters on Fashion-MNIST)
 MODELS = {
     "ViT (notebook 01)": lambda: VisionTransformer(VIT_FMNIST),
-    "LeViT": lambda: LeViT(LeViTConfig(embed_dim=(32, 48, 64), num_heads=(2, 3, 4), depth=(2, 2, 2), key_dim=16)),
-    "ResMLP": lambda: ResMLP(ResMLPConfig(embed_dim=64, depth=6, mlp_ratio=4.0)),
-    "ConViT": lambda: ConViT(ConViTConfig(embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0, local_up_to_layer=4)),
-    "PatchConvNet": lambda: PatchConvNet(PatchConvNetConfig(embed_dim=80, depth=6)),
+    "LeViT": lambda: LeViT(nb09.LEVIT),
+    "ResMLP": lambda: ResMLP(nb09.RESMLP),
+    "ConViT": lambda: ConViT(nb09.CONVIT),
+    "PatchConvNet": lambda: PatchConvNet(nb09.PATCHCONVNET),
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def images_per_second(step, batch: int, steps: int, device: torch.device) -> float:
-    """Run ``step`` once to warm up, then ``steps`` times; images per second."""
-    step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return batch * steps / (time.perf_counter() - start)
-
-
-def make_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    @torch.no_grad()
-    def infer():
-        model.eval()
-        model(x)
-
-    def train():
-        model.train()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return infer, train
 
 
 def main(argv=None) -> list[dict]:
@@ -88,19 +52,12 @@ def main(argv=None) -> list[dict]:
     x = torch.randn(args.batch, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
     models = {name: make().to(device) for name, make in MODELS.items()}
-    steps = {name: make_steps(m, x, y) for name, m in models.items()}
-    infer = {name: [] for name in models}
-    train = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, (inf, tr) in steps.items():
-            infer[name].append(images_per_second(inf, args.batch, args.steps, device))
-            train[name].append(images_per_second(tr, args.batch, args.steps, device))
-    rows = []
-    base_i, base_t = (statistics.median(d[next(iter(models))]) for d in (infer, train))
-    for name, model in models.items():
-        i, t = statistics.median(infer[name]), statistics.median(train[name])
-        rows.append({"model": name, "params": sum(q.numel() for q in model.parameters()),
-                     "infer": i, "train": t, "infer_ratio": i / base_i, "train_ratio": t / base_t})
+    speed = throughput(models, x, y, steps=args.steps, rounds=args.rounds)   # the notebook's own timer
+    base = speed[next(iter(models))]
+    rows = [{"model": name, "params": sum(q.numel() for q in model.parameters()),
+             "infer": speed[name]["infer"], "train": speed[name]["train"],
+             "infer_ratio": speed[name]["infer"] / base["infer"], "train_ratio": speed[name]["train"] / base["train"]}
+            for name, model in models.items()]
     print(f"device {device}, {torch.get_num_threads()} thread(s), batch {args.batch}, "
           f"{args.steps} steps x {args.rounds} rounds, 1 x 28 x 28 input\n")
     print("| model | params | infer img/s | train img/s | infer vs ViT | train vs ViT |")
