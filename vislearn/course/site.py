@@ -86,17 +86,14 @@ def build_site(run: str | Path | None = None, out: str | Path | None = None, *, 
         cmd = [sys.executable, "-m", "sphinx", "-b", "html", "--keep-going", "-q", str(src), str(build)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         log.write_text(done.stdout + done.stderr)
-        html = build
-        if done.returncode != 0 or not (html / "index.html").is_file() or "WARNING" in done.stderr:
+        if done.returncode != 0 or not (build / "index.html").is_file() or "WARNING" in done.stderr:
             raise ParameterError(f"the site did not build (exit {done.returncode}); see {log}")
-        (html / MARKER).write_text(json.dumps({"run": str(run.resolve()), "notebooks": list(notebooks)}) + "\n")
-        staged = Path(tmp) / "html"
-        html.rename(staged)
+        (build / MARKER).write_text(json.dumps({"run": str(run.resolve()), "notebooks": list(notebooks)}) + "\n")
         old = Path(tmp) / "old"
         if out.exists():
             out.rename(old)          # the previous site leaves only once the new one is complete
         try:
-            staged.rename(out)
+            build.rename(out)
         except OSError:
             if old.exists():
                 old.rename(out)
