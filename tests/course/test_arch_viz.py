@@ -118,6 +118,12 @@ def test_attention_received_with_and_without_class_token():
     torch.testing.assert_close(received[1, 2, 0], patches[1, :, :, 6].mean())
     with pytest.raises(ValueError, match="do not make a 4 x 4 grid"):
         arch_viz.attention_received(patches, 4)
+    one = arch_viz.attention_received(patches, 3, head=2)                     # one head instead of the mean
+    torch.testing.assert_close(one[0, 1, 1], patches[0, 2, :, 4].mean())
+    per_head = torch.stack([arch_viz.attention_received(attn, 3, prefix=1, head=h) for h in range(3)])
+    torch.testing.assert_close(per_head.mean(0), with_cls)                      # the heads average to the mean
+    with pytest.raises(ValueError, match="this layer has 3 heads"):
+        arch_viz.attention_received(patches, 3, head=3)
 
 
 def test_pooling_and_curves_figures_draw_what_they_get():

@@ -168,17 +168,20 @@ def gates_figure(epochs: np.ndarray, gates: np.ndarray, *, title: str | None = N
 
 # --------------------------------------------------------------------------- where the models look
 
-def attention_received(attn: torch.Tensor, grid: int, prefix: int = 0) -> torch.Tensor:
-    """Where one layer's attention goes, as an image: (B, heads, T_q, T_k) -> (B, grid, grid), heads averaged.
+def attention_received(attn: torch.Tensor, grid: int, prefix: int = 0, head: int | None = None) -> torch.Tensor:
+    """Where one layer's attention goes, as an image: (B, heads, T_q, T_k) -> (B, grid, grid).
 
     With ``prefix`` class tokens in front of the keys, the class token's row over the patches (its weight on
-    itself left out); without, the mean over all queries of the weight each key patch receives.
+    itself left out); without, the mean over all queries of the weight each key patch receives. ``head``: one
+    head (0-based), or None for the mean over the heads.
     """
+    if head is not None and not 0 <= head < attn.shape[1]:
+        raise ValueError(f"head {head} does not exist: this layer has {attn.shape[1]} heads (0 to {attn.shape[1] - 1})")
     if prefix:
         m = attn[:, :, 0, prefix:]                 # (B, h, N): the class token's row
     else:
         m = attn.mean(dim=2)                       # (B, h, N): the mean over the queries
-    m = m.mean(dim=1)                              # (B, N)
+    m = m.mean(dim=1) if head is None else m[:, head]   # (B, N)
     if m.shape[-1] != grid * grid:
         raise ValueError(f"{m.shape[-1]} key patches do not make a {grid} x {grid} grid")
     return m.reshape(-1, grid, grid)
