@@ -62,3 +62,17 @@ def test_zoom_loss_is_cross_entropy_on_zoomed_images():
     loss = _zoom_loss(torch.device("cpu"))(model, x, y)
     expected = torch.nn.functional.cross_entropy(model(random_zoom(x, torch.Generator().manual_seed(0))), y)
     torch.testing.assert_close(loss, expected)
+
+
+def test_zoom_loss_on_a_shard_zooms_as_one_process_would(monkeypatch):
+    """Under torchrun (faked: rank 1 of 2) the shard gets the zooms of its slice of the global batch."""
+    from vislearn.recipes.nb04_xcit import _zoom_loss
+    from vislearn.train import distributed
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 3))
+    x, y = pad_to_32(torch.randn(4, 1, 28, 28)), torch.tensor([0, 1, 2, 0])
+    whole = random_zoom(x, torch.Generator().manual_seed(0))                      # one process, global batch
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    loss = _zoom_loss(torch.device("cpu"))(model, x[2:], y[2:])
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(model(whole[2:]), y[2:]))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,11 +39,28 @@ def tiny_data(split: str, limit: int | None = None, seed: int = 0) -> TensorData
     return TensorDataset(torch.randn(n, 1, 8, 8, generator=g) + y.view(-1, 1, 1, 1).float(), y)
 
 
+@contextmanager
+def recording_wraps() -> Iterator[list[str]]:
+    """The type names of what ``distributed.wrap`` returned while the block ran (the training loops call it)."""
+    made, original = [], distributed.wrap
+
+    def wrap(module, device="cpu"):
+        made.append(type(wrapped := original(module, device)).__name__)
+        return wrapped
+
+    distributed.wrap = wrap
+    try:
+        yield made
+    finally:
+        distributed.wrap = original
+
+
 def run_fit(out: Path) -> tuple[dict, dict]:
     torch.manual_seed(0)
     model = VisionTransformer(ViTConfig(**TINY))
-    hist = fit(model, tiny_data("train"), tiny_data("test"), FIT, seed=3, progress=False)
-    return {"losses": [s["loss"] for s in hist.steps], "evals": hist.evals}, model.state_dict()
+    with recording_wraps() as wrappers:
+        hist = fit(model, tiny_data("train"), tiny_data("test"), FIT, seed=3, progress=False)
+    return {"losses": [s["loss"] for s in hist.steps], "evals": hist.evals, "wrappers": wrappers}, model.state_dict()
 
 
 class RecordingLoss(T.DINOLoss):
@@ -77,8 +96,10 @@ def train_tiny_dino(dino: D.DINO, images: torch.Tensor, cfg: T.DINOConfig) -> tu
 
 def run_dino(out: Path) -> tuple[dict, dict]:
     dino, images, cfg = tiny_dino()
-    hist, center = train_tiny_dino(dino, images, cfg)
-    return {"steps": hist.steps, "center": center.flatten().tolist()}, {**dino.state_dict(), "center": center}
+    with recording_wraps() as wrappers:
+        hist, center = train_tiny_dino(dino, images, cfg)
+    return ({"steps": hist.steps, "center": center.flatten().tolist(), "wrappers": wrappers},
+            {**dino.state_dict(), "center": center})
 
 
 def run_recipe(out: Path) -> tuple[dict, dict]:

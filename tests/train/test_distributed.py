@@ -81,6 +81,8 @@ def test_one_process_helpers_are_no_ops():
     x = torch.randn(6, 3)
     assert distributed.shard(x) is x and distributed.mean(x) is x and distributed.mean_floats([1.5]) == [1.5]
     assert distributed.check_batch(7) == 7 and distributed.any_true(False) is False and distributed.rank_label() == ""
+    model = torch.nn.Linear(2, 2)
+    assert distributed.wrap(model) is model and distributed.unwrap(model) is model
     assert distributed.local_device(torch.device("cuda")) == torch.device("cuda")
     with distributed.process_group("cpu") as device:
         assert device == torch.device("cpu") and not distributed.active()
@@ -114,6 +116,7 @@ def test_fit_in_two_processes_matches_one_process(launched, tmp_path):
     one, one_state = ddp_worker.run_fit(tmp_path)
     (r0, s0), (r1, s1) = ranks("fit", launched["fit"])
     assert r0["world_size"] == r1["world_size"] == 2
+    assert one["wrappers"] == ["VisionTransformer"] and r0["wrappers"] == ["DistributedDataParallel"]
     diff = max_rel(one["losses"], r0["losses"])
     print(f"fit: 1 vs 2 processes, {len(one['losses'])} steps, max relative loss difference {diff:.2e}")
     assert diff < REL and r0["losses"] == r1["losses"]            # the logged loss is the mean over ranks
@@ -127,6 +130,7 @@ def test_fit_in_two_processes_matches_one_process(launched, tmp_path):
 def test_dino_in_two_processes_matches_one_process(launched, tmp_path):
     one, one_state = ddp_worker.run_dino(tmp_path)
     (r0, s0), (r1, s1) = ranks("dino", launched["dino"])
+    assert one["wrappers"] == ["StudentViews"] and r0["wrappers"] == ["DistributedDataParallel"]
     keys = ("loss", "teacher_entropy", "teacher_batch_entropy", "kl", "center_norm", "grad_norm", "clipped")
     for key in keys:                                            # logged rounded to 5 decimals
         a, b = [s[key] for s in one["steps"]], [s[key] for s in r0["steps"]]

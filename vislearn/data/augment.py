@@ -44,13 +44,27 @@ def random_zoom(images: torch.Tensor, generator: torch.Generator | None = None,
     Args:
         images: (B, C, H, W), with a black border (``pad_to_32``): the border is replicated.
     """
-    B = images.shape[0]
+    return apply_zoom(images, zoom_params(images.shape[0], generator, zoom))
+
+
+def zoom_params(batch: int, generator: torch.Generator | None = None,
+                zoom: tuple[float, float] = (0.75, 2.0)) -> torch.Tensor:
+    """The affine matrices ``random_zoom`` draws for a batch of ``batch`` images: (batch, 2, 3).
+
+    Drawn apart from the images so that, under torchrun, every process can draw the whole global
+    batch's zooms and keep its own slice: the same zooms one process would apply.
+    """
     lo, hi = math.log(zoom[0]), math.log(zoom[1])
-    z = torch.exp(torch.rand(B, generator=generator) * (hi - lo) + lo)             # (B,) zoom factors
+    z = torch.exp(torch.rand(batch, generator=generator) * (hi - lo) + lo)         # (B,) zoom factors
     slack = (1 - 1 / z).abs()                                                       # how far the view may move
-    theta = torch.zeros(B, 2, 3)
+    theta = torch.zeros(batch, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / z                                         # sample a (1/z)-sized window
-    theta[:, :, 2] = (torch.rand(B, 2, generator=generator) * 2 - 1) * slack[:, None]
+    theta[:, :, 2] = (torch.rand(batch, 2, generator=generator) * 2 - 1) * slack[:, None]
+    return theta
+
+
+def apply_zoom(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample (B, C, H, W) images through (B, 2, 3) affine matrices (``zoom_params``)."""
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # (B, H, W, 2)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

@@ -254,6 +254,10 @@ class DINO(nn.Module):
     def student_scores(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
         return self._run(self.student, crops)
 
+    def student_views(self) -> StudentViews:
+        """The student as one module called on all the crops (what DistributedDataParallel wraps)."""
+        return StudentViews(self.student)
+
     @torch.no_grad()
     def teacher_scores(self, global_crops: list[torch.Tensor]) -> list[torch.Tensor]:
         return self._run(self.teacher, global_crops)
@@ -264,3 +268,18 @@ class DINO(nn.Module):
     @property
     def teacher_backbone(self) -> VisionTransformer:
         return self.teacher["backbone"]
+
+
+class StudentViews(nn.Module):
+    """``forward(crops)``: the student's scores of every crop, ``DINO.student_scores`` as a module.
+
+    Under torchrun the training loop wraps this in DistributedDataParallel, whose gradient averaging
+    covers only what runs through the wrapper's ``forward``: backbone and head, on every crop.
+    """
+
+    def __init__(self, student: nn.ModuleDict):
+        super().__init__()
+        self.student = student
+
+    def forward(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
+        return DINO._run(self.student, crops)

@@ -9,7 +9,8 @@ first epoch, an optimizer step and the EMA update of the teacher. It records per
 notebook 05: ``vislearn.analysis.evaluation.backbone_evaluator``). Built in notebook 05.
 
 Under ``torchrun`` (``vislearn.train.distributed``) each process multi-crops the whole global batch
-with the same generator and keeps its shard; gradients are averaged and the centre is updated with
+with the same generator and keeps its shard; the student runs inside DistributedDataParallel
+(``DINO.student_views``), which averages the gradients, and the centre is updated with
 the batch mean over all processes (as the reference's ``dist.all_reduce``), so student, teacher
 (EMA) and centre stay identical on every rank. Every rank runs ``evaluate`` on its (identical) teacher.
 """
@@ -196,6 +197,7 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
     loss_fn = DINOLoss(cfg.out_dim, sched.teacher_temp, cfg.student_temp, cfg.center_momentum).to(device)
     dino.to(device).train()
     distributed.start_together(dino, seed)
+    student = distributed.wrap(dino.student_views(), device)   # DistributedDataParallel under torchrun
     # DINO's reference (utils.get_params_groups) decays everything but biases and norms: skip=()
     opt = torch.optim.AdamW(param_groups(dino.student, cfg.weight_decay, skip=()), lr=cfg.lr)
     last_layer = list(dino.student["head"].last_layer.parameters())
@@ -237,11 +239,10 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
             group["lr"] = float(sched.lr[step])
             group["weight_decay"] = float(sched.weight_decay[step]) if group["decay"] else 0.0
         teacher_out = dino.teacher_scores(crops[:2])
-        student_out = dino.student_scores(crops)
+        student_out = student(crops)
         loss, stats = loss_fn(student_out, teacher_out, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        distributed.average_gradients(dino.student)
         grad_norm, clipped = clip_gradients(dino.student, cfg.clip_grad)
         if step < freeze_steps:       # the paper freezes the prototypes during the first epoch
             for p in last_layer:

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import check_choice
 from ..models.layers import eval_mode
-from ..train import weights
+from ..train import distributed, weights
 
 TEACHER = "convnet_fmnist"             # the bundled teacher checkpoint the students learn from
 TAU = 3.0                              # soft distillation temperature (the paper: τ = 3)
@@ -98,10 +98,11 @@ def hard_distillation_loss(cls_logits: torch.Tensor, dist_logits: torch.Tensor, 
 def two_heads(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(cls_logits, dist_logits) of a DeiT in training: timm's ``distilled_training`` switch makes its
     ``forward`` return both heads instead of their average (evaluation still averages)."""
-    if not hasattr(model, "set_distilled_training") or not model.training:
+    inner = distributed.unwrap(model)                           # the model inside DDP, under torchrun
+    if not hasattr(inner, "set_distilled_training") or not inner.training:
         raise ValueError(f"two_heads needs a DistilledVisionTransformer in training mode, got a "
-                         f"{type(model).__name__} in {'training' if model.training else 'eval'} mode")
-    model.set_distilled_training(True)
+                         f"{type(inner).__name__} in {'training' if inner.training else 'eval'} mode")
+    inner.set_distilled_training(True)
     return model(x)
 
 

@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import random_zoom
+from ..data.augment import apply_zoom, zoom_params
 from ..data.fmnist import TRAIN_SIZE_32, fashion_mnist_32
 from ..methods.lpi import switch_off_lpi_
 from ..models.vit import ViTConfig
 from ..models.xcit import XCiTConfig
+from ..train import distributed
 from ..train.loop import TrainConfig
 from ..train.recipe import Recipe
 
@@ -25,19 +26,23 @@ def _lpi_off_loss(device: torch.device):
     del device
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        switch_off_lpi_(model)   # idempotent and cheap; with zero gradients the zeros would stay anyway
+        switch_off_lpi_(distributed.unwrap(model))   # idempotent and cheap; zero gradients keep the zeros anyway
         return F.cross_entropy(model(x), y)
 
     return loss_fn
 
 
 def _zoom_loss(device: torch.device):
-    """Cross-entropy on randomly zoomed images (``random_zoom``, its own seeded generator)."""
+    """Cross-entropy on randomly zoomed images (``random_zoom``, its own seeded generator).
+
+    Under torchrun ``x`` is this process's shard: every process draws the zooms of the whole global
+    batch and applies its slice, so the images are those one process would see."""
     del device
     generator = torch.Generator().manual_seed(0)
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model(random_zoom(x, generator)), y)
+        theta = distributed.shard(zoom_params(len(x) * distributed.world_size(), generator))   # (B_shard, 2, 3)
+        return F.cross_entropy(model(apply_zoom(x, theta)), y)
 
     return loss_fn
 

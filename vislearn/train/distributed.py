@@ -7,23 +7,23 @@ tells each its place through the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_
 
 Every process then runs the same loop on the same data, in the same order (same seed, same
 generator), and takes its slice of each *global* batch (``shard``): rank r of N gets images
-``[r B/N, (r+1) B/N)``. After the backward pass the gradients are averaged over the processes
-(``average_gradients``): the mean of N equal shards' mean-loss gradients *is* the gradient of the
-global batch's mean loss, so the optimizer takes the step one process would take with the whole
-batch, on every rank alike. The learning rate belongs to the global batch (``batch_size`` in the
-recipe): it needs no rescaling when N changes.
+``[r B/N, (r+1) B/N)``. The model is wrapped in PyTorch's ``DistributedDataParallel`` (``wrap``),
+which averages the gradients over the processes during the backward pass: the mean of N equal
+shards' mean-loss gradients *is* the gradient of the global batch's mean loss, so the optimizer
+takes the step one process would take with the whole batch, on every rank alike. The learning rate
+belongs to the global batch (``batch_size`` in the recipe): it needs no rescaling when N changes.
 
 What is not the same as one process: BatchNorm layers (the convnet teacher, XCiT's LPI) normalize
-with their shard's statistics, not the global batch's (each rank's running averages drift apart a
-little; rank 0's are saved); per-sample randomness drawn from torch's global generator (drop path,
+with their shard's statistics, not the global batch's (DDP keeps rank 0's running averages and
+sends them to every rank); per-sample randomness drawn from torch's global generator (drop path,
 dropout) is seeded per rank, so it is statistically, not bitwise, the same. Augmentations use the
 loops' own seeded generator on the whole global batch, so every shard sees exactly the images one
 process would. Each process augments the whole batch (cheap next to the model) to keep that so.
 
-Why not ``torch.nn.parallel.DistributedDataParallel``? DDP averages the same gradients (in buckets,
-overlapped with the backward pass: faster on many GPUs) but only for calls through its wrapper's
-``forward``; DINO runs ``student["backbone"]`` and ``student["head"]`` separately and loss
-functions may call ``model.forward_features``. One explicit all-reduce works for all of them.
+DDP reduces gradients only for work that goes through the wrapper's ``forward``: a loss function
+gets the wrapper and calls it (``model(x)``); what it needs of the model itself (a method, a switch)
+it takes from ``unwrap(model)``. DINO wraps its student in a module whose ``forward`` takes all the
+crops (``DINO.student_views``).
 
 Without ``torchrun`` (no ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment, or no group) every
 helper here is a no-op that returns its input, without a single ``torch.distributed`` call: one
@@ -150,25 +150,21 @@ def any_true(flag: bool) -> bool:
     return bool(t.item())
 
 
-@torch.no_grad()
-def average_gradients(module: nn.Module) -> None:
-    """Replace every gradient by its mean over the processes (one flat all-reduce)."""
-    n = world_size()
-    if n == 1:
-        return
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= n
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+def wrap(module: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
+    """``DistributedDataParallel(module)`` in a torchrun job of several processes; ``module`` itself
+    otherwise. Call the result for the training forward pass; the gradients of ``module``'s
+    parameters come out averaged over the processes after ``backward``."""
+    if world_size() == 1:
+        return module
+    device = torch.device(device)
+    return nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
 
 
-@torch.no_grad()
+def unwrap(module: nn.Module) -> nn.Module:
+    """The model inside a ``wrap`` (itself when it is not wrapped)."""
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
 def start_together(module: nn.Module, seed: int) -> None:
     """Before training: copy rank 0's parameters and buffers to every process (they start equal),
     and seed torch's global generator with ``seed + rank``, so that per-sample randomness drawn

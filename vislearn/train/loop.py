@@ -7,9 +7,10 @@ ablation, zoom augmentation) reuse the loop with their own objective. ``param_gr
 weight-decay rule, used by ``fit`` and by DINO's loop. Built in notebook 01.
 
 Under ``torchrun`` (see ``distributed``) every process draws the same global batch, augments all of
-it with the same generator, keeps its shard, and the gradients are averaged before the step: the
-losses match a one-process run with the same ``batch_size`` (the global batch) within float error.
-BatchNorm layers see their shard's statistics (and rank 0's running averages are the ones saved).
+it with the same generator, keeps its shard, and the model runs inside DistributedDataParallel, which
+averages the gradients before the step: the losses match a one-process run with the same
+``batch_size`` (the global batch) within float error.
+BatchNorm layers see their shard's statistics (DDP keeps rank 0's running averages on every rank).
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset | No
     Args:
         train_set: TensorDataset of images (N, C, H, W) and integer labels (N,).
         test_set: evaluated every ``cfg.eval_every`` epochs and at the end, if given.
-        loss_fn: ``loss_fn(model, x, y) -> scalar``; default: cross-entropy on ``model(x)``.
+        loss_fn: ``loss_fn(model, x, y) -> scalar``; default: cross-entropy on ``model(x)``. Under torchrun
+            ``model`` is the DistributedDataParallel wrapper: call it; ``distributed.unwrap(model)`` is the model.
         on_eval: ``on_eval(model) -> dict`` of JSON-able values added to every evaluation's record (e.g.
             ConViT's gates, so the history shows how they move during training).
     """
@@ -200,6 +202,7 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset | No
 
     model.to(device).train()
     distributed.start_together(model, seed)
+    net = distributed.wrap(model, device)      # DistributedDataParallel under torchrun: averages the gradients
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, skip=cfg.wd_skip), lr=cfg.lr)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     history, start, running, order = History(), time.perf_counter(), [], torch.empty(0, dtype=torch.long)
@@ -228,10 +231,9 @@ def fit(model: nn.Module, train_set: TensorDataset, test_set: TensorDataset | No
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, warmup, cfg.lr)
         with _autocast(device):
-            loss = loss_fn(model, x, y)
+            loss = loss_fn(net, x, y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        distributed.average_gradients(model)
         if cfg.clip_grad:
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
