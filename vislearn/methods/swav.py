@@ -142,13 +142,15 @@ class Queue:
 def swav_loss(scores: Sequence[torch.Tensor], embeddings: Sequence[torch.Tensor] | None = None, *,
               prototypes: Prototypes | None = None, crops_for_assign: Sequence[int] = (0, 1),
               temperature: float = 0.1, epsilon: float = 0.05, iterations: int = 3,
-              queue: Queue | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+              queue: Queue | None = None, equipartition: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
     """The swapped-prediction loss over multi-crop scores.
 
     Args:
         scores: one (B, K) tensor of prototype scores per crop, the global crops first.
         embeddings: the crops' (B, d) embeddings, needed only with a ``queue`` (with ``prototypes``).
         crops_for_assign: the crops whose codes are predicted (the two global crops).
+        equipartition: False replaces Sinkhorn by a softmax of the scores at ``epsilon`` (each code sums
+            to 1, nothing balances the prototypes): the ablation that collapses.
     Returns:
         the loss, and diagnostics: the entropy of the mean code (log K when the prototypes share the
         batch equally) and the number of prototypes that win at least one sample.
@@ -167,7 +169,8 @@ def swav_loss(scores: Sequence[torch.Tensor], embeddings: Sequence[torch.Tensor]
                 out = torch.cat([stored, out])                          # (L + B, K)
             if queue is not None:
                 queue.push(n, embeddings[c])
-            q = sinkhorn(out, epsilon, iterations)[-b:]                 # (B, K): this batch's codes
+            q = (sinkhorn(out, epsilon, iterations) if equipartition
+                 else F.softmax(out / epsilon, dim=1))[-b:]                # (B, K): this batch's codes
         codes.append(q)
         others = [v for v in range(len(scores)) if v != c]
         sub = sum(-(q * F.log_softmax(scores[v] / temperature, dim=1)).sum(1).mean() for v in others)
