@@ -16,7 +16,7 @@ a few % of an H100/H200's dense bf16 peak) is what such small matrix products su
 ``--step-ms`` (default 4 ms: a few hundred kernel launches and the optimizer step) bounds a step from
 below. Evaluation passes and data preparation are not counted. Replace both numbers with ones
 measured on your GPU (``benchmarks/train_speed.py --device cuda``). The table in README.md
-("Scaling up") was printed by this script at commit 586f846.
+("Scaling up") was printed by this script at commit b5e8cd5.
 """
 
 from __future__ import annotations
