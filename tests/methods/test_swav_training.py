@@ -58,3 +58,23 @@ def test_a_queue_is_used_once_full():
     losses = [s["loss"] for s in plain.steps], [s["loss"] for s in queued.steps]
     assert losses[0][:2] == losses[1][:2]                                  # not used while filling
     assert losses[0][2] != losses[1][2] and all(math.isfinite(v) for v in losses[1])
+
+
+def test_a_run_resumed_from_its_periodic_checkpoint_ends_with_the_same_weights(tmp_path):
+    from vislearn.train import resume
+
+    cfg = replace(CFG, queue_length=16)                                    # the queue is part of the state
+    model, images = tiny()
+    path = resume.resume_path(tmp_path, "swav")
+    with resume.periodic(resume.Periodic(path, every=3)):                  # writes the state after step 3
+        straight = train_swav(model, images, cfg, progress=False)
+    assert path.is_file()
+    again, _ = tiny()
+    with torch.no_grad():
+        for p in again.parameters():
+            p.zero_()                                                      # everything must come from the file
+    with resume.periodic(resume.Periodic(path, resume=True)):
+        resumed = train_swav(again, images, cfg, progress=False)
+    assert [s["loss"] for s in resumed.steps] == [s["loss"] for s in straight.steps]
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=k)

@@ -153,7 +153,8 @@ def swav_loss(scores: Sequence[torch.Tensor], embeddings: Sequence[torch.Tensor]
             to 1, nothing balances the prototypes): the ablation that collapses.
     Returns:
         the loss, and diagnostics: the entropy of the mean code (log K when the prototypes share the
-        batch equally) and the number of prototypes that win at least one sample.
+        batch equally), the mean entropy of one sample's code (log K: it says nothing; 0: one
+        prototype) and the number of prototypes that win at least one sample.
     """
     if len(scores) < 2:
         raise ParameterError(f"swav_loss needs at least 2 crops; got {len(scores)}")
@@ -176,9 +177,11 @@ def swav_loss(scores: Sequence[torch.Tensor], embeddings: Sequence[torch.Tensor]
         sub = sum(-(q * F.log_softmax(scores[v] / temperature, dim=1)).sum(1).mean() for v in others)
         total = total + sub / len(others)
     loss = total / len(crops_for_assign)
-    mean_code = torch.cat(codes).mean(0)
+    q = torch.cat(codes)                                                 # (2B, K)
+    mean_code = q.mean(0)
     stats = {"code_entropy": float(-(mean_code * mean_code.clamp(min=1e-12).log()).sum()),
-             "prototypes_used": int(torch.cat(codes).argmax(1).unique().numel())}
+             "sample_code_entropy": float(-(q * q.clamp(min=1e-12).log()).sum(1).mean()),
+             "prototypes_used": int(q.argmax(1).unique().numel())}
     return loss, stats
 
 

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.augment import MultiCrop, MultiCropConfig
-from ..train import distributed
+from ..train import distributed, resume
 from ..train.loop import param_groups
 from .dino import backbone_features, cosine_schedule
 from .dino_training import DINOHistory, clip_gradients
@@ -110,7 +110,21 @@ def train_swav(model: SwAV, images: torch.Tensor, cfg: SwAVConfig | None = None,
     queue = None
     history, running, train_time, seen = DINOHistory(), [], 0.0, 0
     order = torch.empty(0, dtype=torch.long)
-    bar = tqdm(range(total), desc="SwAV", disable=not progress or not distributed.is_main(), leave=True)
+    periodic, first = resume.current(), 0          # periodic checkpoints (vislearn.train.resume), if asked for
+    if periodic is not None and not periodic.used:
+        periodic.used = True
+        if periodic.resume:
+            order, state, extra = periodic.load(model, opt, gen, device, seed)
+            first, running, history = state["step"], state["running"], DINOHistory.from_dict(state["history"])
+            train_time, seen = state["train_time"], state["seen"]
+            if "queue" in extra:
+                queue = Queue(*extra["queue"].shape)
+                queue.z.copy_(extra["queue"].cpu())
+                queue.filled = state["queue_filled"]
+    else:
+        periodic = None
+    bar = tqdm(range(first, total), desc="SwAV", disable=not progress or not distributed.is_main(), leave=True,
+               initial=first, total=total)
 
     def run_eval(step: int) -> None:
         if evaluate is not None:
@@ -157,6 +171,12 @@ def train_swav(model: SwAV, images: torch.Tensor, cfg: SwAVConfig | None = None,
             running = []
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
             run_eval(step + 1)
+        if periodic is not None and periodic.due(step + 1, total):
+            running = [dict(zip(r, distributed.mean_floats(list(r.values())), strict=True)) for r in running]
+            periodic.save(step + 1, model, opt, gen, order,
+                          {"running": running, "history": history.to_dict(), "train_time": train_time, "seen": seen,
+                           "queue_filled": queue.filled if queue is not None else 0},
+                          {"queue": queue.z} if queue is not None else {})
     history.seconds = train_time
     history.images_per_second = seen / max(train_time, 1e-9)
     run_eval(total)

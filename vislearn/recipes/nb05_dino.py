@@ -108,14 +108,21 @@ def train_scenes(recipe: Recipe, run: ScenesRun, *, device: torch.device, seed: 
         history = fit(model, TensorDataset(images, labels), val.dataset(), cfg, device=device, seed=seed,
                       progress=progress)
         extra_metrics = {"test_accuracy": round(evaluate(model, test.dataset(), device)["accuracy"], 4)}
+    return scenes_trained(model, history, run, data, device, extra_metrics)
+
+
+def scenes_trained(model: torch.nn.Module, history, run: ScenesRun, data: RunScenes, device: torch.device,
+                   extra_metrics: dict[str, float]) -> Trained:
+    """What every scenes recipe returns: k-NN and Jaccard on test (and validation) scenes, timings, config."""
     model.eval()
+    train, val, test = data.bank, data.val, data.test
     val_metrics = {f"val_{k}": v for k, v in final_metrics(model, train, val, device).items()}
     metrics = {**final_metrics(model, train, test, device), **val_metrics, **extra_metrics,
                "train_seconds": round(history.seconds, 1), "device": str(device),
                "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
-               "epochs": cfg.epochs, "train_scenes": len(images), "bank_scenes": len(train),
+               "epochs": run.train.epochs, "train_scenes": len(data.train_images), "bank_scenes": len(train),
                "val_scenes": len(val), "test_scenes": len(test)}
-    extra = {"train_config": jsonable_config(cfg), "scenes": run.scenes.to_dict()}
+    extra = {"train_config": jsonable_config(run.train), "scenes": run.scenes.to_dict()}
     return Trained(model, history, metrics, extra=extra)
 
 

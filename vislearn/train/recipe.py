@@ -152,8 +152,8 @@ def run(recipe: Recipe, preset: str = "auto", *, out: Path | str | None = None, 
     with resume.periodic(periodic if checkpoint_every or resume_run else None):
         result = recipe.trainer(recipe, settings, device=dev, seed=seed, progress=progress)
     if (checkpoint_every or resume_run) and not periodic.used:
-        warnings.warn(f"recipe {recipe.name!r} trains with neither fit nor train_dino: it wrote no periodic checkpoint "
-                      "(--checkpoint-every) and could not resume (--resume)", stacklevel=2)
+        warnings.warn(f"recipe {recipe.name!r} trains with none of fit, train_dino, train_swav: it wrote no "
+                      "periodic checkpoint (--checkpoint-every) and could not resume (--resume)", stacklevel=2)
     result.source = f"trained in this run ({recipe.name}, preset {preset})"
     world = distributed.world_size()
     if world > 1:

@@ -10,8 +10,8 @@ starts from it and ends with the weights the uninterrupted run would have had (o
 bit; under torchrun the per-rank dropout / drop-path streams are reseeded at the resumed step).
 
 The trainers find the periodic checkpoint through ``current()`` (set by ``periodic(...)`` in
-``recipe.run``), so recipes need no new argument. ``fit`` and ``train_dino`` honour it (the first
-such loop of a run); a trainer that calls neither writes none (``run`` warns).
+``recipe.run``), so recipes need no new argument. ``fit``, ``train_dino`` and ``train_swav`` honour it
+(the first such loop of a run); a trainer that calls none of them writes none (``run`` warns).
 """
 
 from __future__ import annotations
