@@ -43,12 +43,20 @@ from .watermark import Whitening
 
 
 def preprocess(features: torch.Tensor, dim: int = 256) -> torch.Tensor:
-    """PCA-whiten (N, D) features to ``min(dim, D)`` components, then L2-normalise each row: (N, dim)."""
+    """PCA-whiten (N, D) features to ``min(dim, D, rank)`` components, then L2-normalise each row.
+
+    ``rank``: the directions the features really span (features after a ReLU often have dead units).
+    faiss's PCAMatrix would whiten those null directions too, blowing rounding noise up to unit
+    variance; we keep only the spanned ones, which gives the same result whenever the features have
+    full rank.
+    """
     if features.dim() != 2:
         raise ParameterError(f"features must be (N, D); got shape {tuple(features.shape)}")
-    dim = min(check_int("dim", dim, minimum=1), features.shape[1])
-    white = Whitening.fit(features.double(), dim)
-    return F.normalize(white(features.double()), dim=1).to(features.dtype)
+    x = features.double()
+    rank = int(torch.linalg.matrix_rank(x - x.mean(0), rtol=1e-7))
+    dim = min(check_int("dim", dim, minimum=1), features.shape[1], max(rank, 1))
+    white = Whitening.fit(x, dim)
+    return F.normalize(white(x), dim=1).to(features.dtype)
 
 
 @dataclass
