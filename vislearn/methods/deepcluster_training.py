@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..analysis.evaluation import extract_features
 from ..data.augment import MultiCrop, MultiCropConfig
 from ..models.layers import eval_mode
 from ..train import distributed
@@ -75,6 +74,14 @@ class DeepCluster(nn.Module):
         return self.top(self.features(x))                              # (B, clusters)
 
 
+@torch.no_grad()
+def features_of(model: DeepCluster, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """What k-means clusters: the MLP's output for every image, in eval mode (no drop path), (N, hidden)."""
+    with eval_mode(model):
+        return torch.cat([model.features(images[i:i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(images), batch_size)])
+
+
 def train_deepcluster(model: DeepCluster, images: torch.Tensor, cfg: DeepClusterConfig | None = None, *,
                       labels: torch.Tensor | None = None,
                       evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
@@ -103,8 +110,7 @@ def train_deepcluster(model: DeepCluster, images: torch.Tensor, cfg: DeepCluster
     bar = tqdm(total=total, desc="DeepCluster", disable=not progress or not distributed.is_main(), leave=True)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        with eval_mode(model):                                                               # no drop path
-            feats = extract_features(model.features, images, device=device)              # (N, hidden)
+        feats = features_of(model, images, device)                                          # (N, hidden)
         clusters = cluster(feats, cfg.clusters, dim=min(cfg.pca_dim, cfg.hidden_dim), iters=cfg.kmeans_iters,
                            seed=seed + epoch)
         record = {"epoch": epoch, "empty_clusters": clusters.empty, "kmeans_objective": float(clusters.objective[-1]),
