@@ -5,7 +5,8 @@
 Each process writes ``OUT/KIND-rank<r>.json`` (losses, metrics, world size) and
 ``OUT/KIND-rank<r>.safetensors`` (its final weights); the test compares them with the same KIND
 run in one process. KIND: fit, dino, recipe (``run`` into ``OUT/checkpoints``), fail (rank 1 dies),
-killed (rank 1 dies at step 8 of a run with a periodic checkpoint every 3 steps).
+killed (rank 1 dies at step 8 of a run with a periodic checkpoint every 3 steps), collectives (SwAV's
+Sinkhorn and PAWS's soft nearest neighbours on each rank's half of a batch).
 """
 
 from __future__ import annotations
@@ -135,7 +136,26 @@ def run_killed(out: Path) -> tuple[dict, dict]:
     return {"metrics": trained.metrics}, trained.model.state_dict()
 
 
-KINDS = {"fit": run_fit, "dino": run_dino, "recipe": run_recipe, "fail": run_fail, "killed": run_killed}
+def collective_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed global batch: Sinkhorn scores (8, 5), PAWS queries (6, 4), supports (6, 4), their labels (6, 3)."""
+    g = torch.Generator().manual_seed(7)
+    scores, query = torch.randn(8, 5, generator=g), torch.randn(6, 4, generator=g)
+    return scores, query, torch.randn(6, 4, generator=g), torch.eye(3)[torch.tensor([0, 0, 1, 1, 2, 2])]
+
+
+def run_collectives(out: Path) -> tuple[dict, dict]:
+    """SwAV's Sinkhorn and PAWS's soft nearest neighbours on this rank's half of the global batch."""
+    from vislearn.methods.paws import snn
+    from vislearn.methods.swav import sinkhorn
+
+    scores, query, supports, labels = collective_inputs()
+    codes = sinkhorn(distributed.shard(scores), 0.05, 3)                    # (4, 5): this rank's samples
+    probs = snn(distributed.shard(query), distributed.shard(supports), labels)   # supports gathered from both
+    return {}, {"codes": codes, "probs": probs}
+
+
+KINDS = {"collectives": run_collectives, "fit": run_fit, "dino": run_dino, "recipe": run_recipe, "fail": run_fail,
+         "killed": run_killed}
 
 
 def main(kind: str, out: str) -> None:

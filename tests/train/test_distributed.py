@@ -65,7 +65,7 @@ def launched(tmp_path_factory) -> dict[str, Path]:
     """Every 2-process run of the module, launched once."""
     out = tmp_path_factory.mktemp("ddp")
     done = {}
-    for kind in ("fit", "dino", "recipe"):
+    for kind in ("fit", "dino", "recipe", "collectives"):
         result = torchrun(kind, out / kind)
         assert result.returncode == 0, result.stderr[-3000:]
         done[kind] = out / kind
@@ -142,6 +142,19 @@ def test_dino_in_two_processes_matches_one_process(launched, tmp_path):
     assert_same_weights(s0, s1, atol=0.0)                       # student and EMA teacher identical on both ranks
     assert_same_weights(one_state, s0, atol=2e-4)
     assert any(k.startswith("teacher.") for k in s0)
+
+
+@needs_gloo
+def test_sinkhorn_and_soft_nearest_neighbours_reduce_over_the_processes(launched):
+    """Sinkhorn's sums and PAWS's supports span both processes: each rank's rows equal the one-process ones."""
+    from vislearn.methods.paws import snn
+    from vislearn.methods.swav import sinkhorn
+
+    scores, query, supports, labels = ddp_worker.collective_inputs()
+    codes, probs = sinkhorn(scores, 0.05, 3), snn(query, supports, labels)
+    (_, s0), (_, s1) = ranks("collectives", launched["collectives"])
+    torch.testing.assert_close(torch.cat([s0["codes"], s1["codes"]]), codes, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat([s0["probs"], s1["probs"]]), probs, rtol=1e-5, atol=1e-6)
 
 
 @needs_gloo
