@@ -160,3 +160,46 @@ def test_clip_gradients_off_and_small_gradients_untouched():
     assert clipped == 0.5
     torch.testing.assert_close(lin.weight.grad, torch.full((2, 3), 0.1))           # under the norm: unchanged
     torch.testing.assert_close(lin.bias.grad, torch.tensor([0.8, 0.6]), atol=1e-6, rtol=0)   # norm 5 -> 1
+
+
+def test_mixed_precision_forward_with_float32_losses(monkeypatch):
+    """On a GPU the forward runs under bf16 autocast; faked here on the CPU: the scores come out bf16,
+    the loss is computed on float32 copies and the run stays finite, and close to the float32 run."""
+    from vislearn.train import loop
+
+    assert not torch.is_autocast_enabled("cpu")
+    with loop.mixed_precision(torch.device("cpu")):                    # the CPU: no autocast at all
+        assert torch.get_autocast_dtype("cpu") is not None and not torch.is_autocast_enabled("cpu")
+    cfg = T.DINOConfig(epochs=1, batch_size=4, out_dim=8, log_every=1, drop_path=0.0,
+                       crops=augment.MultiCropConfig(global_size=16, local_size=8, n_local=1))
+    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def run():
+        torch.manual_seed(0)
+        return T.train_dino(D.DINO(tiny_vit(), out_dim=8, hidden_dim=16, bottleneck_dim=4), images, cfg,
+                            progress=False)
+
+    full = run()
+    seen = []
+    original = D.DINOLoss.forward
+
+    def spy(self, student_out, teacher_out, step=0):
+        seen.append({t.dtype for t in [*student_out, *teacher_out]})
+        return original(self, student_out, teacher_out, step)
+
+    heads = []
+    head_forward = D.DINOHead.forward
+
+    def spy_head(self, x):
+        heads.append((out := head_forward(self, x)).dtype)
+        return out
+
+    monkeypatch.setattr(T, "mixed_precision", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    monkeypatch.setattr(D.DINOLoss, "forward", spy)
+    monkeypatch.setattr(D.DINOHead, "forward", spy_head)
+    half = run()
+    assert heads and set(heads) == {torch.bfloat16}                       # the networks ran in bf16 ...
+    assert seen and all(s == {torch.float32} for s in seen)             # ... the loss in float32
+    losses = [s["loss"] for s in half.steps]
+    assert all(math.isfinite(v) for v in losses)
+    np.testing.assert_allclose(losses, [s["loss"] for s in full.steps], rtol=0.05)

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ..data.augment import MultiCrop, MultiCropConfig
 from ..models.layers import eval_mode
 from ..train import distributed
-from ..train.loop import param_groups
+from ..train.loop import mixed_precision, param_groups
 from .deepcluster import cluster, new_classifier, nmi, uniform_sampler
 from .dino import backbone_features, cosine_schedule
 from .dino_training import DINOHistory, clip_gradients
@@ -132,7 +132,9 @@ def train_deepcluster(model: DeepCluster, images: torch.Tensor, cfg: DeepCluster
             x, y = distributed.shard(x).to(device), distributed.shard(targets[idx]).to(device)
             for group in [*opt.param_groups, *top_opt.param_groups]:
                 group["lr"] = float(lr[step])
-            loss = F.cross_entropy(net(x), y)
+            with mixed_precision(device):                                                   # bf16 on a GPU
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             top_opt.zero_grad(set_to_none=True)
             loss.backward()

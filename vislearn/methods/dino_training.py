@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..data.augment import MultiCrop, MultiCropConfig
 from ..train import distributed, resume
-from ..train.loop import param_groups
+from ..train.loop import mixed_precision, param_groups
 from .dino import DINO, DINOLoss, cosine_schedule, teacher_temperature_schedule
 
 
@@ -238,8 +238,10 @@ def train_dino(dino: DINO, images: torch.Tensor, cfg: DINOConfig | None = None, 
         for group in opt.param_groups:
             group["lr"] = float(sched.lr[step])
             group["weight_decay"] = float(sched.weight_decay[step]) if group["decay"] else 0.0
-        teacher_out = dino.teacher_scores(crops[:2])
-        student_out = student(crops)
+        with mixed_precision(device):                                          # bf16 on a GPU
+            teacher_out = dino.teacher_scores(crops[:2])
+            student_out = student(crops)
+        teacher_out, student_out = [t.float() for t in teacher_out], [s.float() for s in student_out]
         loss, stats = loss_fn(student_out, teacher_out, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..config import ParameterError
 from ..data.augment import MultiCrop, MultiCropConfig
 from ..train import distributed
-from ..train.loop import param_groups
+from ..train.loop import mixed_precision, param_groups
 from .dino import backbone_features, cosine_schedule
 from .dino_training import DINOHistory, clip_gradients
 from .paws import labels_matrix, paws_loss
@@ -135,7 +135,8 @@ def train_paws(model: PAWS, images: torch.Tensor, support_images: torch.Tensor, 
             group["weight_decay"] = float(wd[step]) if group["decay"] else 0.0
         b, s = len(views[0]), len(supports)
         groups = [torch.cat([supports, *views[:2]])] + ([torch.cat(views[2:])] if len(views) > 2 else [])
-        outs = net(groups)                                                             # per crop size: (h, z)
+        with mixed_precision(device):                                                  # bf16 on a GPU
+            outs = [(h.float(), z.float()) for h, z in net(groups)]                    # per crop size: (h, z)
         h, z = outs[0]                                                                 # supports, then 2 globals
         z_views = torch.cat([z[s:]] + [o[1] for o in outs[1:]])                        # ((2 + m) b, d)
         ce, me, stats = paws_loss(z_views, z[:s], h[s:s + 2 * b].detach(), h[:s].detach(), labels,

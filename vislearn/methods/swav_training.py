@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..data.augment import MultiCrop, MultiCropConfig
 from ..train import distributed, resume
-from ..train.loop import param_groups
+from ..train.loop import mixed_precision, param_groups
 from .dino import backbone_features, cosine_schedule
 from .dino_training import DINOHistory, clip_gradients
 from .swav import Queue, SwAVHead, swav_loss
@@ -147,7 +147,9 @@ def train_swav(model: SwAV, images: torch.Tensor, cfg: SwAVConfig | None = None,
             group["lr"] = float(lr[step])
             group["weight_decay"] = float(wd[step]) if group["decay"] else 0.0
         model.head.prototypes.normalize_()
-        z, s = net(crops)
+        with mixed_precision(device):                                          # bf16 on a GPU
+            z, s = net(crops)
+        z, s = [t.float() for t in z], [t.float() for t in s]
         loss, stats = swav_loss(s, z, prototypes=model.head.prototypes, temperature=cfg.temperature,
                                 epsilon=cfg.epsilon, iterations=cfg.sinkhorn_iterations, queue=queue,
                                 equipartition=cfg.equipartition)

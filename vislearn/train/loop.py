@@ -105,6 +105,15 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def mixed_precision(device: torch.device):
+    """bf16 autocast on a CUDA GPU that has bf16, nothing elsewhere: for the self-supervised loops, which
+    keep no gradient scaler (fp16 would need one). The loops cast the network's outputs back to float32
+    before their losses (softmaxes at temperature 0.04 and Sinkhorn's exponentials need the precision)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
             batch_size: int = 500) -> torch.Tensor:
