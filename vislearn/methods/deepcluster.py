@@ -53,7 +53,8 @@ def preprocess(features: torch.Tensor, dim: int = 256) -> torch.Tensor:
     if features.dim() != 2:
         raise ParameterError(f"features must be (N, D); got shape {tuple(features.shape)}")
     x = features.double()
-    rank = int(torch.linalg.matrix_rank(x - x.mean(0), rtol=1e-7))
+    # singular values above 2e-4 of the largest: eigenvalues above 4e-8, safely above Whitening's 1e-8 floor
+    rank = int(torch.linalg.matrix_rank(x - x.mean(0), rtol=2e-4))
     dim = min(check_int("dim", dim, minimum=1), features.shape[1], max(rank, 1))
     white = Whitening.fit(x, dim)
     return F.normalize(white(x), dim=1).to(features.dtype)
