@@ -6,7 +6,7 @@ Each process writes ``OUT/KIND-rank<r>.json`` (losses, metrics, world size) and
 ``OUT/KIND-rank<r>.safetensors`` (its final weights); the test compares them with the same KIND
 run in one process. KIND: fit, dino, recipe (``run`` into ``OUT/checkpoints``), fail (rank 1 dies),
 killed (rank 1 dies at step 8 of a run with a periodic checkpoint every 3 steps), collectives (SwAV's
-Sinkhorn and PAWS's soft nearest neighbours on each rank's half of a batch).
+Sinkhorn and PAWS's soft nearest neighbours on each rank's half of a batch), deepcluster (2 epochs).
 """
 
 from __future__ import annotations
@@ -154,8 +154,22 @@ def run_collectives(out: Path) -> tuple[dict, dict]:
     return {}, {"codes": codes, "probs": probs}
 
 
-KINDS = {"collectives": run_collectives, "fit": run_fit, "dino": run_dino, "recipe": run_recipe, "fail": run_fail,
-         "killed": run_killed}
+def run_deepcluster(out: Path) -> tuple[dict, dict]:
+    """DeepCluster for 2 epochs on 24 images: the ranks must cluster alike and end with the same weights."""
+    from vislearn.methods.deepcluster_training import DeepCluster, DeepClusterConfig, train_deepcluster
+
+    torch.manual_seed(0)
+    cfg = DeepClusterConfig(epochs=2, batch_size=8, clusters=3, hidden_dim=16, pca_dim=8, kmeans_iters=5,
+                            log_every=1, crops=MultiCropConfig(global_size=16, n_local=0))
+    vit = VisionTransformer(ViTConfig(**{**TINY, "in_chans": 3, "img_size": 16, "num_classes": 0}))
+    model = DeepCluster(vit, cfg)
+    images = torch.randn(24, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    hist = train_deepcluster(model, images, cfg, labels=torch.arange(24) % 3, seed=1, progress=False)
+    return {"steps": hist.steps, "evals": hist.evals}, model.state_dict()
+
+
+KINDS = {"collectives": run_collectives, "deepcluster": run_deepcluster, "fit": run_fit, "dino": run_dino,
+         "recipe": run_recipe, "fail": run_fail, "killed": run_killed}
 
 
 def main(kind: str, out: str) -> None:

@@ -65,7 +65,7 @@ def launched(tmp_path_factory) -> dict[str, Path]:
     """Every 2-process run of the module, launched once."""
     out = tmp_path_factory.mktemp("ddp")
     done = {}
-    for kind in ("fit", "dino", "recipe", "collectives"):
+    for kind in ("fit", "dino", "recipe", "collectives", "deepcluster"):
         result = torchrun(kind, out / kind)
         assert result.returncode == 0, result.stderr[-3000:]
         done[kind] = out / kind
@@ -155,6 +155,20 @@ def test_sinkhorn_and_soft_nearest_neighbours_reduce_over_the_processes(launched
     (_, s0), (_, s1) = ranks("collectives", launched["collectives"])
     torch.testing.assert_close(torch.cat([s0["codes"], s1["codes"]]), codes, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.cat([s0["probs"], s1["probs"]]), probs, rtol=1e-5, atol=1e-6)
+
+
+@needs_gloo
+def test_deepcluster_clusters_alike_on_every_rank(launched):
+    """Every rank clusters the same features the same way; DDP keeps the weights equal, with a new top
+    layer (and a new wrapper) every epoch."""
+    (r0, s0), (r1, s1) = ranks("deepcluster", launched["deepcluster"])
+
+    def timeless(records):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+    assert timeless(r0["evals"]) == timeless(r1["evals"]) and r0["evals"][1]["nmi_previous"] is not None
+    assert r0["steps"] == r1["steps"] and len(r0["steps"]) == 6
+    assert_same_weights(s0, s1, atol=0.0)
 
 
 @needs_gloo
