@@ -18,7 +18,7 @@ reported, not failed. A recipe whose torchrun launch fails, or whose curves (wit
 differ by more than ``--rtol``, makes the script exit 1 after the table. The two cores of a laptop are enough: each
 process uses one thread. ``tests/train/test_distributed.py`` checks the same property in CI on tiny
 models; this script checks it on the real recipes. The table in README.md ("Scaling up") was printed
-by this script at the commit that added it.
+by this script as of commit f1cd8ce.
 """
 
 from __future__ import annotations
