@@ -6,7 +6,8 @@ import torch
 
 from vislearn.data.augment import MultiCropConfig
 from vislearn.methods.deepcluster_training import DeepCluster, DeepClusterConfig, train_deepcluster
-from vislearn.models.vit import VisionTransformer, ViTConfig
+
+from .tiny import tiny_vit
 
 CFG = DeepClusterConfig(epochs=3, batch_size=8, clusters=4, hidden_dim=16, pca_dim=8, kmeans_iters=5, log_every=1,
                         crops=MultiCropConfig(global_size=16, n_local=0, global_scale=(0.8, 1.0), jitter=0.0,
@@ -23,9 +24,7 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
 
 def tiny() -> DeepCluster:
     torch.manual_seed(0)
-    vit = VisionTransformer(ViTConfig(img_size=16, patch_size=4, in_chans=3, num_classes=0, embed_dim=16, depth=1,
-                                      num_heads=2))
-    return DeepCluster(vit, CFG)
+    return DeepCluster(tiny_vit(), CFG)
 
 
 def test_one_clustering_per_epoch_with_nmi_and_a_new_top_layer():

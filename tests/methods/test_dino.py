@@ -245,3 +245,22 @@ def test_backbone_features_of_a_deit_on_small_crops_keep_both_prefix_tokens():
         tokens = deit.norm(deit.blocks[0](tokens))
         expected = (tokens[:, 0] + tokens[:, 1]) / 2
         torch.testing.assert_close(D.backbone_features(deit, x), expected)
+
+
+def test_by_size_batches_crops_of_one_size_and_splits_them_back():
+    from vislearn.methods.dino import by_size
+
+    crops = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4)]
+    calls = []
+
+    def fn(x):
+        calls.append(len(x))
+        return x.mean((1, 2, 3)), x.amax((1, 2, 3))
+
+    means, maxes = by_size(fn, crops)
+    assert calls == [4, 2]                                        # the two 8-px crops together, then the 4-px one
+    for c, m, x in zip(crops, means, maxes, strict=True):
+        torch.testing.assert_close(m, c.mean((1, 2, 3)))
+        torch.testing.assert_close(x, c.amax((1, 2, 3)))
+    single = by_size(lambda x: x.sum((1, 2, 3)), crops)            # one output: a plain list
+    assert isinstance(single, list) and len(single) == 3

@@ -15,13 +15,9 @@ from vislearn.analysis.evaluation import EvalSet, backbone_evaluator
 from vislearn.data import augment
 from vislearn.methods import dino as D
 from vislearn.methods import dino_training as T
-from vislearn.models.vit import VisionTransformer, ViTConfig
 from vislearn.recipes import get
 
-
-def tiny_vit(**kw) -> VisionTransformer:
-    cfg = dict(img_size=16, patch_size=4, in_chans=3, num_classes=0, embed_dim=16, depth=1, num_heads=2)
-    return VisionTransformer(ViTConfig(**{**cfg, **kw}))
+from .tiny import tiny_vit
 
 
 def test_schedules_from_config_have_one_value_per_step():

@@ -10,7 +10,8 @@ from vislearn.config import ParameterError
 from vislearn.data.augment import MultiCropConfig
 from vislearn.methods.paws import snn
 from vislearn.methods.paws_training import PAWS, PAWSConfig, class_balanced, train_paws
-from vislearn.models.vit import VisionTransformer, ViTConfig
+
+from .tiny import tiny_vit
 
 CFG = PAWSConfig(epochs=4, batch_size=8, per_class=2, hidden_dim=16, out_dim=8, warmup_epochs=0.5, log_every=1,
                  drop_path=0.0, crops=MultiCropConfig(global_size=16, local_size=8, n_local=2))
@@ -24,9 +25,7 @@ def data(n: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
 
 def tiny() -> PAWS:
     torch.manual_seed(0)
-    vit = VisionTransformer(ViTConfig(img_size=16, patch_size=4, in_chans=3, num_classes=0, embed_dim=16, depth=1,
-                                      num_heads=2))
-    return PAWS(vit, CFG)
+    return PAWS(tiny_vit(), CFG)
 
 
 def test_class_balanced_supports():

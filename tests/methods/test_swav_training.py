@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from vislearn.data.augment import MultiCropConfig
 from vislearn.methods.swav_training import SwAV, SwAVConfig, train_swav
-from vislearn.models.vit import VisionTransformer, ViTConfig
+
+from .tiny import tiny_vit
 
 CFG = SwAVConfig(epochs=2, batch_size=8, prototypes=10, hidden_dim=16, out_dim=8, warmup_epochs=0.5,
                  freeze_prototypes_steps=0, log_every=1, drop_path=0.0,
@@ -17,9 +18,7 @@ CFG = SwAVConfig(epochs=2, batch_size=8, prototypes=10, hidden_dim=16, out_dim=8
 
 def tiny() -> tuple[SwAV, torch.Tensor]:
     torch.manual_seed(0)
-    vit = VisionTransformer(ViTConfig(img_size=16, patch_size=4, in_chans=3, num_classes=0, embed_dim=16,
-                                      depth=1, num_heads=2))
-    return SwAV(vit, CFG), torch.randn(24, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    return SwAV(tiny_vit(), CFG), torch.randn(24, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
 
 def test_frozen_prototypes_only_get_normalised():

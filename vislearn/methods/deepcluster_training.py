@@ -118,8 +118,7 @@ def train_deepcluster(model: DeepCluster, images: torch.Tensor, cfg: DeepCluster
         if labels is not None:
             record["nmi_classes"] = round(nmi(clusters.labels, labels.numpy()), 4)
         previous = clusters.labels
-        model.top = new_classifier(cfg.hidden_dim, cfg.clusters).to(device)                # a fresh top layer
-        distributed.start_together(model.top, seed + epoch)
+        model.top = new_classifier(cfg.hidden_dim, cfg.clusters).to(device)   # a fresh top layer (DDP syncs it)
         top_opt = torch.optim.AdamW(model.top.parameters(), lr=cfg.lr, weight_decay=0.0)
         net = distributed.wrap(model, device)
         order = torch.from_numpy(uniform_sampler(clusters.members, n, rng))

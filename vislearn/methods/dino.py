@@ -70,6 +70,25 @@ class WeightNormLinear(nn.Module):
         return F.linear(x, self.weight)
 
 
+def by_size(fn, crops: list[torch.Tensor]):
+    """``fn`` on every crop, the consecutive crops of the same size in one batch: one output per crop.
+
+    ``fn`` maps a (n B, C, S, S) batch to a tensor of n B rows (a list with one tensor per crop comes
+    back) or to a tuple of such tensors (a tuple of such lists comes back).
+    """
+    parts, tuples, i = [], False, 0              # parts: per crop, a tuple of its outputs
+    while i < len(crops):
+        j = i
+        while j < len(crops) and crops[j].shape[-1] == crops[i].shape[-1]:
+            j += 1
+        y = fn(torch.cat(crops[i:j]))                                   # ((j - i) B, ...)
+        tuples = isinstance(y, tuple)
+        parts += zip(*(t.chunk(j - i) for t in (y if tuples else (y,))), strict=True)
+        i = j
+    outputs = [list(t) for t in zip(*parts, strict=True)]               # per output, one tensor per crop
+    return tuple(outputs) if tuples else outputs[0]
+
+
 class DINOHead(nn.Module):
     """Features (B, D) -> MLP -> bottleneck -> L2-normalize -> weight-normed linear -> (B, K) scores."""
 
@@ -240,16 +259,7 @@ class DINO(nn.Module):
     @staticmethod
     def _run(net: nn.ModuleDict, crops: list[torch.Tensor]) -> list[torch.Tensor]:
         """Scores of every crop. Crops of the same size go through the backbone together."""
-        out: list[torch.Tensor] = []
-        i = 0
-        while i < len(crops):
-            j = i
-            while j < len(crops) and crops[j].shape[-1] == crops[i].shape[-1]:
-                j += 1
-            scores = net["head"](backbone_features(net["backbone"], torch.cat(crops[i:j])))  # ((j-i) B, K)
-            out += list(scores.chunk(j - i))
-            i = j
-        return out
+        return by_size(lambda x: net["head"](backbone_features(net["backbone"], x)), crops)
 
     def student_scores(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
         return self._run(self.student, crops)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..data.augment import MultiCrop, MultiCropConfig
 from ..train import distributed, resume
 from ..train.loop import mixed_precision, param_groups
-from .dino import backbone_features, cosine_schedule
+from .dino import backbone_features, by_size, cosine_schedule
 from .dino_training import DINOHistory, clip_gradients
 from .swav import Queue, SwAVHead, swav_loss
 
@@ -73,17 +73,7 @@ class SwAV(nn.Module):
         self.head = SwAVHead(backbone.cfg.embed_dim, cfg.prototypes, hidden_dim=cfg.hidden_dim, out_dim=cfg.out_dim)
 
     def forward(self, crops: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        zs, ss = [], []
-        i = 0
-        while i < len(crops):                      # crops of the same size go through the backbone together
-            j = i
-            while j < len(crops) and crops[j].shape[-1] == crops[i].shape[-1]:
-                j += 1
-            z, s = self.head(backbone_features(self.backbone, torch.cat(crops[i:j])))
-            zs += list(z.chunk(j - i))
-            ss += list(s.chunk(j - i))
-            i = j
-        return zs, ss
+        return by_size(lambda x: self.head(backbone_features(self.backbone, x)), crops)   # (embeddings, scores)
 
 
 def train_swav(model: SwAV, images: torch.Tensor, cfg: SwAVConfig | None = None, *,
